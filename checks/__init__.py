@@ -1,0 +1,1 @@
+"""ALARA-QA check library: pure metric functions per family plus thin check classes."""

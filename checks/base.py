@@ -1,0 +1,89 @@
+"""What every check family shares: measurement records, metric descriptions, the check interface.
+
+A *check* is a thin class around the pure functions of its family. It names its input
+slots (roles), its options, its metrics with units, and turns one case's volumes into
+:class:`Measurement` rows plus JSON-serialisable details (histograms ...). It does no file
+I/O, no database access and no printing: the engine (``qa.runner``) feeds it volumes and
+stores what it returns.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+__all__ = ["Measurement", "MetricInfo", "Slot", "CheckOutput", "Check"]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One number: ``metric`` (name with unit suffix), ``value``, ``unit``, ``label``.
+
+    ``label`` qualifies the metric (tissue class, structure, criterion); ``""`` is the
+    overall value.
+    """
+
+    metric: str
+    value: float
+    unit: str
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", float(self.value))
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """Describes a metric a check produces."""
+
+    unit: str
+    description: str
+    better: Literal["lower", "higher", "zero"] = "lower"
+
+    def is_finite(self, value: float) -> bool:  # pragma: no cover - trivial
+        return math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """An input slot of a check, filled by a case-table role (or the model output).
+
+    ``kind`` says how the engine loads it: ``"image"`` (float volume), ``"mask"`` (boolean
+    volume; a NIfTI label map or an RTSTRUCT ROI), ``"dose"`` (Gy).
+    """
+
+    kind: Literal["image", "mask", "dose"]
+    required: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class CheckOutput:
+    """What a check returns for one case."""
+
+    measurements: tuple[Measurement, ...]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Check(ABC):
+    """Base class of the thin per-family check classes.
+
+    Subclasses set the class attributes and implement :meth:`run`. ``Options`` is a
+    pydantic dataclass (``extra="forbid"``) so the protocol loader can validate the
+    options written in YAML and name the offending key.
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    slots: ClassVar[dict[str, Slot]]
+    metrics: ClassVar[dict[str, MetricInfo]]
+    Options: ClassVar[type]
+
+    def __init__(self, options: Any | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+    @abstractmethod
+    def run(self, inputs: dict[str, Any]) -> CheckOutput:
+        """Compute the measurements of one case from volumes keyed by slot name."""
