@@ -119,9 +119,8 @@ class Volume:
 
     def axis_coordinates_mm(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Coordinates of voxel centres along each axis (valid for identity direction)."""
-        return tuple(  # type: ignore[return-value]
-            o + s * np.arange(n) for o, s, n in zip(self.origin, self.spacing, self.shape)
-        )
+        axes = zip(self.origin, self.spacing, self.shape, strict=True)
+        return tuple(o + s * np.arange(n) for o, s, n in axes)  # type: ignore[return-value]
 
     def with_array(self, array: np.ndarray, **metadata: Any) -> Volume:
         """A volume on the same grid holding ``array`` (metadata merged)."""
@@ -132,8 +131,9 @@ class Volume:
                       {**self.metadata, **metadata})
 
     def __repr__(self) -> str:
-        return (f"Volume(shape={self.shape}, dtype={self.array.dtype}, spacing_mm={self.spacing}, "
-                f"origin_mm={self.origin}, direction={'identity' if self.direction is None else 'oblique'})")
+        direction = "identity" if self.direction is None else "oblique"
+        return (f"Volume(shape={self.shape}, dtype={self.array.dtype}, "
+                f"spacing_mm={self.spacing}, origin_mm={self.origin}, direction={direction})")
 
 
 def same_grid(a: Volume, b: Volume, *, atol_mm: float = 1e-3) -> bool:

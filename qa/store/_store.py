@@ -1,0 +1,396 @@
+"""The :class:`Store`: append-only results of QA runs in SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import logging
+import math
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import sqlalchemy as sa
+
+from checks.base import Measurement
+from qa.errors import QAInputError
+from qa.store import _frames
+from qa.store import _schema as tables
+from qa.store._engine import default_url, make_engine, mask_url, resolve_url, upgrade_to_head
+from qa.store._json import to_json_text
+from qa.store._schema import CASE_STATUSES, FINISHED_STATUSES, LEVELS, PROTOCOL_KINDS
+
+__all__ = ["Store", "UnknownRunError"]
+
+logger = logging.getLogger(__name__)
+
+_MODEL_KEYS = ("name", "version", "adapter", "sha256")
+_VERDICT_BOUNDS = ("tolerance_min", "tolerance_max", "action_min", "action_max")
+
+
+class UnknownRunError(KeyError):
+    """A run id that is not in the store (a :class:`KeyError` whose text reads plainly)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class Store:
+    """Append-only store of QA runs, cases, measurements, verdicts, errors and JSON details.
+
+    Parameters
+    ----------
+    url : str, optional
+        SQLAlchemy URL. Default: the ``QA_STORE`` environment variable, else
+        ``sqlite:///qa.db`` in the current folder. PostgreSQL: ``postgresql+psycopg://...``
+        (needs the ``postgres`` extra). A relative SQLite path is made absolute on open.
+
+    Notes
+    -----
+    Opening runs ``alembic upgrade head`` unless the database is already at head. Every write
+    is its own transaction. Nothing is ever updated or deleted, except the one
+    :meth:`finish_run` of a run; database triggers enforce this too. Writes to a finished run
+    are refused: a rerun is a new run. Datetimes are timezone-aware UTC in and out. Measured
+    values that are NaN are stored as SQL NULL and read back as NaN; ±inf is kept. JSON
+    columns hold strict JSON (non-finite floats become ``null``).
+    """
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = resolve_url(url if url is not None else default_url())
+        self._url_shown = mask_url(self.url)
+        self._engine = make_engine(self.url)
+        try:
+            upgrade_to_head(self._engine, self._url_shown)
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    def __repr__(self) -> str:
+        return f"Store({self._url_shown!r})"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled database connections."""
+        self._engine.dispose()
+
+    # ----------------------------------------------------------------------------- writes
+
+    def create_run(self, *, protocol_name: str, protocol_kind: str, protocol_hash: str,
+                   protocol_text: str, dataset_hash: str, case_table_path: str | Path,
+                   model: Mapping[str, Any], software_version: str, operator: str,
+                   hostname: str, started_at: dt.datetime | None = None) -> int:
+        """Record a new run with status ``running`` and return its id.
+
+        ``model`` needs ``name``, ``version`` and ``adapter``; ``sha256`` (of the weights or
+        executable) is optional; every other key goes to the JSON column ``model_details``.
+        ``started_at`` defaults to now (UTC).
+        """
+        if protocol_kind not in PROTOCOL_KINDS:
+            raise ValueError(f"protocol_kind {protocol_kind!r} is not one of "
+                             f"{', '.join(PROTOCOL_KINDS)}; set `kind:` in the protocol")
+        missing = [key for key in _MODEL_KEYS[:3] if model.get(key) in (None, "")]
+        if missing:
+            raise ValueError(f"model is missing {', '.join(missing)}; give them in the "
+                             "protocol's `model:` entry (name, version, adapter)")
+        row = {
+            "uid": str(uuid.uuid4()), "protocol_name": protocol_name,
+            "protocol_kind": protocol_kind, "protocol_hash": protocol_hash,
+            "protocol_text": protocol_text, "dataset_hash": dataset_hash,
+            "case_table_path": str(case_table_path), "model_name": str(model["name"]),
+            "model_version": str(model["version"]), "model_adapter": str(model["adapter"]),
+            "model_sha256": model.get("sha256"),
+            "model_details": to_json_text({k: v for k, v in model.items()
+                                           if k not in _MODEL_KEYS}, what="model details"),
+            "software_version": software_version, "operator": operator, "hostname": hostname,
+            "started_at": _aware(started_at, "started_at"), "status": "running",
+        }
+        with self._engine.connect().execution_options(qa_write=True) as connection, \
+                connection.begin():
+            run_id = connection.execute(tables.runs.insert(), row).inserted_primary_key[0]
+        logger.info("run %s started (%s, %s)", run_id, protocol_name, row["uid"])
+        return int(run_id)
+
+    def add_case(self, run_id: int, case_id: str, *, position: int,
+                 attributes: Mapping[str, Any], status: str = "ok") -> None:
+        """Record a case of the run: its ``position`` in the case table and its attributes.
+
+        ``position`` orders every read (ties, e.g. -1 for a case that could not be placed,
+        are broken by case id). ``attributes`` is stored as strict JSON.
+        """
+        if status not in CASE_STATUSES:
+            raise ValueError(f"case {case_id!r}: status {status!r} is not one of "
+                             f"{', '.join(CASE_STATUSES)}")
+        c = tables.cases.c
+        with self._writing(run_id) as connection:
+            clash = connection.execute(sa.select(c.position).where(
+                c.run_id == run_id, c.case_id == case_id)).first()
+            if clash is not None:
+                raise ValueError(f"run {run_id} already has case {case_id!r} (position "
+                                 f"{clash.position}); each case is recorded once per run "
+                                 "(case ids must be unique in the case table)")
+            connection.execute(tables.cases.insert(), {
+                "run_id": run_id, "case_id": case_id, "position": int(position),
+                "attributes": to_json_text(dict(attributes),
+                                           what=f"attributes of case {case_id!r}"),
+                "status": status})
+
+    def add_measurements(self, run_id: int, case_id: str, check_id: str, check: str,
+                         measurements: Iterable[Measurement]) -> int:
+        """Bulk-insert one case's measurements from one check; return how many were stored.
+
+        NaN values are stored as NULL. A (metric, label) pair may appear once per case and
+        check.
+        """
+        rows = [{"run_id": run_id, "case_id": case_id, "check_id": check_id, "check": check,
+                 "metric": m.metric, "label": m.label or "", "value": float(m.value),
+                 "unit": m.unit} for m in measurements]
+        if rows:
+            with self._writing(run_id, case_ids={case_id}) as connection:
+                self._insert(connection, tables.measurements, rows,
+                             f"case {case_id!r}, check {check_id!r}: a (metric, label) pair "
+                             "was given twice")
+        return len(rows)
+
+    def add_details(self, run_id: int, case_id: str, check_id: str,
+                    details: Mapping[str, Any]) -> None:
+        """Store a check's JSON details for one case: one row per top-level key."""
+        rows = [{"run_id": run_id, "case_id": case_id, "check_id": check_id, "name": str(name),
+                 "payload": to_json_text(payload, what=f"details[{name!r}] of check "
+                                         f"{check_id!r}, case {case_id!r}")}
+                for name, payload in details.items()]
+        if rows:
+            with self._writing(run_id, case_ids={case_id}) as connection:
+                self._insert(connection, tables.details, rows,
+                             f"case {case_id!r}, check {check_id!r}: details already stored")
+
+    def add_error(self, run_id: int, message: str, *, case_id: str | None = None,
+                  check_id: str | None = None, role: str | None = None,
+                  path: str | Path | None = None, field: str | None = None) -> None:
+        """Record an error of the run (``case_id`` None for run-level errors)."""
+        row = {"run_id": run_id, "case_id": case_id, "check_id": check_id, "role": role,
+               "path": None if path is None else str(path), "field": field,
+               "message": str(message), "created_at": dt.datetime.now(dt.timezone.utc)}
+        with self._writing(run_id) as connection:
+            connection.execute(tables.errors.insert(), row)
+
+    def add_errors_from(self, run_id: int, exc: BaseException, *, case_id: str | None = None,
+                        check_id: str | None = None) -> None:
+        """Record an exception; a :class:`~qa.errors.QAInputError` gives its location fields.
+
+        The message is ``str(exc)`` (for a ``QAInputError``, the full sentence with its
+        location). ``case_id`` and ``check_id`` given here win over the exception's own
+        ``case_id`` and ``check``. Any other exception is recorded as ``"Type: text"``.
+        """
+        if isinstance(exc, QAInputError):
+            self.add_error(run_id, str(exc), case_id=case_id or exc.case_id,
+                           check_id=check_id or exc.check, role=exc.role, path=exc.path,
+                           field=exc.field)
+        else:
+            self.add_error(run_id, f"{type(exc).__name__}: {exc}", case_id=case_id,
+                           check_id=check_id)
+
+    def add_verdicts(self, run_id: int, verdicts: Iterable[Any]) -> int:
+        """Bulk-insert verdicts (mappings or dataclass instances); return how many.
+
+        Fields: ``check_id``, ``metric``, ``level`` (OK | TOLERANCE | ACTION, any case, or an
+        enum whose value or name is one) are required; ``case_id`` (None: cohort aggregate),
+        ``label`` (''), ``statistic`` ('value'), ``value`` (NaN), ``tolerance_min``,
+        ``tolerance_max``, ``action_min``, ``action_max`` (None) and ``message`` ('') are
+        optional. Other fields are ignored.
+        """
+        rows = [_verdict_row(run_id, index, item) for index, item in enumerate(verdicts)]
+        if rows:
+            case_ids = {row["case_id"] for row in rows if row["case_id"] is not None}
+            with self._writing(run_id, case_ids=case_ids) as connection:
+                connection.execute(tables.verdicts.insert(), rows)
+        return len(rows)
+
+    def add_validation(self, run_id: int, scope: str, success: bool, result: Mapping[str, Any],
+                       statistics: Mapping[str, Any] | None = None) -> None:
+        """Record a data validation (great_expectations ``describe_dict()`` as ``result``).
+
+        ``statistics`` defaults to ``result["statistics"]`` when present.
+        """
+        if statistics is None and isinstance(result.get("statistics"), Mapping):
+            statistics = result["statistics"]
+        row = {"run_id": run_id, "scope": scope, "success": bool(success),
+               "statistics": None if statistics is None else to_json_text(
+                   statistics, what=f"statistics of validation {scope!r}"),
+               "result": to_json_text(result, what=f"result of validation {scope!r}")}
+        with self._writing(run_id) as connection:
+            connection.execute(tables.validations.insert(), row)
+
+    def finish_run(self, run_id: int, status: str, *, exit_code: int | None = None,
+                   summary: Mapping[str, Any] | None = None,
+                   finished_at: dt.datetime | None = None) -> None:
+        """Close a running run: the only update the store allows, once.
+
+        Raises
+        ------
+        ValueError
+            ``status`` is not complete | incomplete | failed, the run is already finished, or
+            ``finished_at`` is before ``started_at``.
+        """
+        if status not in FINISHED_STATUSES:
+            raise ValueError(f"finish_run: status {status!r} is not one of "
+                             f"{', '.join(FINISHED_STATUSES)}")
+        finished_at = _aware(finished_at, "finished_at")
+        with self._writing(run_id) as connection:
+            started_at = connection.execute(
+                sa.select(tables.runs.c.started_at).where(tables.runs.c.id == run_id)).scalar_one()
+            if finished_at < started_at:
+                raise ValueError(f"run {run_id}: finished_at {finished_at.isoformat()} is "
+                                 f"before started_at {started_at.isoformat()}")
+            connection.execute(
+                tables.runs.update()
+                .where(tables.runs.c.id == run_id, tables.runs.c.status == "running").values(
+                    status=status, finished_at=finished_at,
+                    exit_code=None if exit_code is None else int(exit_code),
+                    summary=None if summary is None else to_json_text(
+                        summary, what=f"summary of run {run_id}")))
+        logger.info("run %s finished: %s", run_id, status)
+
+    # ------------------------------------------------------------------------------ reads
+
+    def runs(self) -> pd.DataFrame:
+        """All runs, oldest first; columns :data:`qa.store.RUN_COLUMNS`."""
+        with self._engine.connect() as connection:
+            return _frames.runs_frame(connection)
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        """One run as a dict (keys :data:`qa.store.RUN_COLUMNS`, JSON decoded)."""
+        with self._engine.connect() as connection:
+            row = connection.execute(
+                sa.select(tables.runs).where(tables.runs.c.id == run_id)).first()
+        if row is None:
+            raise self._unknown(run_id)
+        return _frames.run_record(row)
+
+    def cases(self, run_id: int) -> pd.DataFrame:
+        """case_id, position, status, then one column per attribute, by position."""
+        return self._read(_frames.cases_frame, run_id)
+
+    def measurements(self, run_id: int, check_id: str | None = None) -> pd.DataFrame:
+        """Measurements by case position, check_id, metric, label (NaN where NULL)."""
+        return self._read(_frames.measurements_frame, run_id, check_id)
+
+    def verdicts(self, run_id: int) -> pd.DataFrame:
+        """Per-case verdicts by case position, then cohort verdicts."""
+        return self._read(_frames.verdicts_frame, run_id)
+
+    def errors(self, run_id: int) -> pd.DataFrame:
+        """Errors by case position (run-level last), then in recording order."""
+        return self._read(_frames.errors_frame, run_id)
+
+    def details(self, run_id: int, check_id: str | None = None,
+                name: str | None = None) -> pd.DataFrame:
+        """JSON details (``payload`` decoded) by case position, check_id, name."""
+        return self._read(_frames.details_frame, run_id, check_id, name)
+
+    def validations(self, run_id: int) -> pd.DataFrame:
+        """Data validations in recording order (``statistics``, ``result`` decoded)."""
+        return self._read(_frames.validations_frame, run_id)
+
+    def export(self, run_id: int, path: str | Path,
+               format: Literal["csv", "parquet"] = "csv") -> list[Path]:
+        """Write the run's tables into the folder ``path``, one file per table.
+
+        See :func:`qa.store.export_run` for the files and their encoding.
+        """
+        from qa.store._export import export_run
+
+        return export_run(self, run_id, path, format)
+
+    # ---------------------------------------------------------------------------- helpers
+
+    def _unknown(self, run_id: int) -> UnknownRunError:
+        return UnknownRunError(f"run {run_id} not found in store {self._url_shown}; "
+                               "`qa runs` lists them")
+
+    def _read(self, reader: Any, run_id: int, *args: Any) -> pd.DataFrame:
+        with self._engine.connect() as connection:
+            query = sa.select(tables.runs.c.id).where(tables.runs.c.id == run_id)
+            if connection.execute(query).first() is None:
+                raise self._unknown(run_id)
+            return reader(connection, run_id, *args)
+
+    @contextmanager
+    def _writing(self, run_id: int, case_ids: Iterable[str] = ()) -> Iterator[sa.Connection]:
+        """A write transaction on a run that exists, is still running and has these cases."""
+        with self._engine.connect().execution_options(qa_write=True) as connection, \
+                connection.begin():
+            row = connection.execute(sa.select(tables.runs.c.status, tables.runs.c.finished_at)
+                                     .where(tables.runs.c.id == run_id)).first()
+            if row is None:
+                raise self._unknown(run_id)
+            if row.status != "running":
+                raise ValueError(
+                    f"run {run_id} is already finished ({row.status} at "
+                    f"{row.finished_at:%Y-%m-%d %H:%M:%S} UTC); runs are never edited: a rerun "
+                    "is a new run")
+            if case_ids:
+                c = tables.cases.c
+                query = sa.select(c.case_id).where(c.run_id == run_id,
+                                                   c.case_id.in_(sorted(set(case_ids))))
+                known = set(connection.execute(query).scalars())
+                missing = sorted(set(case_ids) - known)
+                if missing:
+                    raise ValueError(f"run {run_id} has no case {', '.join(map(repr, missing))}; "
+                                     "call add_case first")
+            yield connection
+
+    @staticmethod
+    def _insert(connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]],
+                duplicate: str) -> None:
+        try:
+            connection.execute(table.insert(), rows)
+        except sa.exc.IntegrityError as exc:
+            raise ValueError(f"{table.name}: {duplicate} or was already recorded; each is "
+                             "recorded once per run (a rerun is a new run)") from exc
+
+
+def _aware(value: dt.datetime | None, name: str) -> dt.datetime:
+    if value is None:
+        return dt.datetime.now(dt.timezone.utc)
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} {value.isoformat()} has no time zone; give a timezone-aware "
+                         "datetime, e.g. datetime.now(timezone.utc)")
+    return value.astimezone(dt.timezone.utc)
+
+
+def _verdict_row(run_id: int, index: int, item: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        data = {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
+    elif isinstance(item, Mapping):
+        data = dict(item)
+    else:
+        raise TypeError(f"verdict {index}: expected a mapping or a dataclass instance, got "
+                        f"{type(item).__name__}")
+    missing = [key for key in ("check_id", "metric", "level") if data.get(key) is None]
+    if missing:
+        raise ValueError(f"verdict {index}: missing {', '.join(missing)}")
+    level = data["level"]
+    if isinstance(level, enum.Enum):
+        level = level.value if isinstance(level.value, str) else level.name
+    level = str(level).upper()
+    if level not in LEVELS:
+        raise ValueError(f"verdict {index} ({data['check_id']}.{data['metric']}): level "
+                         f"{data['level']!r} is not one of {', '.join(LEVELS)}")
+    value = data.get("value")
+    return {
+        "run_id": run_id, "case_id": data.get("case_id"), "check_id": data["check_id"],
+        "metric": data["metric"], "label": data.get("label") or "",
+        "statistic": data.get("statistic") or "value",
+        "value": math.nan if value is None else float(value), "level": level,
+        **{key: None if data.get(key) is None else float(data[key]) for key in _VERDICT_BOUNDS},
+        "message": data.get("message") or "",
+    }
