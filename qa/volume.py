@@ -28,6 +28,7 @@ import numpy as np
 __all__ = ["Volume", "same_grid", "resample_like", "GridMismatchError"]
 
 _IDENTITY = np.eye(3)
+_SLAB_POINTS = 1 << 22  # reference points resampled per slab (bounds temporary memory)
 
 
 class GridMismatchError(ValueError):
@@ -217,19 +218,28 @@ def resample_like(
                       reference.direction, moving.metadata)
     if method not in ("linear", "nearest", "fraction"):
         raise ValueError(f"method must be 'linear', 'nearest' or 'fraction', got {method!r}.")
-    idx = np.indices(reference.shape, dtype=float).reshape(3, -1).T
-    world = reference.index_to_world(idx)
-    coords = moving.world_to_index(world).T  # (3, N)
-    shape = np.asarray(moving.shape)[:, None]
-    inside = np.all((coords >= -0.5) & (coords <= shape - 0.5), axis=0)
-    coords = np.clip(coords, 0, shape - 1)
     source = moving.array
     if method == "nearest":
-        values = ndimage.map_coordinates(source, np.rint(coords), order=0, mode="nearest")
-        values = np.where(inside, values, np.asarray(fill_value).astype(source.dtype))
-        out = values.reshape(reference.shape).astype(source.dtype, copy=False)
+        out = np.empty(reference.shape, dtype=source.dtype)
+        data = source
     else:
         data = source.astype(np.float64 if source.dtype == np.float64 else np.float32)
-        values = ndimage.map_coordinates(data, coords, order=1, mode="nearest")
-        out = np.where(inside, values, fill_value).reshape(reference.shape)
+        out = np.empty(reference.shape, dtype=data.dtype)
+    # Work slab by slab along z so the coordinate arrays stay small (~4 M points at a time).
+    plane = reference.shape[1] * reference.shape[2]
+    step = max(1, _SLAB_POINTS // max(plane, 1))
+    shape = np.asarray(moving.shape)[:, None]
+    for z0 in range(0, reference.shape[0], step):
+        z1 = min(z0 + step, reference.shape[0])
+        idx = np.indices((z1 - z0, *reference.shape[1:]), dtype=float).reshape(3, -1)
+        idx[0] += z0
+        coords = moving.world_to_index(reference.index_to_world(idx.T)).T  # (3, N)
+        inside = np.all((coords >= -0.5) & (coords <= shape - 0.5), axis=0)
+        np.clip(coords, 0, shape - 1, out=coords)
+        if method == "nearest":
+            values = ndimage.map_coordinates(data, np.rint(coords), order=0, mode="nearest")
+        else:
+            values = ndimage.map_coordinates(data, coords, order=1, mode="nearest")
+        values = np.where(inside, values, np.asarray(fill_value).astype(out.dtype))
+        out[z0:z1] = values.reshape(z1 - z0, *reference.shape[1:])
     return Volume(out, reference.spacing, reference.origin, reference.direction, moving.metadata)

@@ -66,7 +66,10 @@ def test_same_grid_and_the_description_of_differences():
         require_same_grid(a, c, ("ct", "sct"))
 
 
-def test_linear_resampling_of_a_linear_ramp_is_exact_in_physical_space():
+@pytest.mark.parametrize("slab_points", [1 << 22, 50], ids=["one-slab", "many-slabs"])
+def test_linear_resampling_of_a_linear_ramp_is_exact_in_physical_space(monkeypatch,
+                                                                       slab_points):
+    monkeypatch.setattr("qa.volume._SLAB_POINTS", slab_points)
     # f(z, y, x) = 2x + 3y - z (mm) sampled on one grid, resampled onto a shifted finer grid
     src = Volume(np.zeros((10, 12, 14)), (2.0, 1.5, 1.0), (5.0, -3.0, 7.0))
     pts = src.index_to_world(np.indices(src.shape).reshape(3, -1).T)
