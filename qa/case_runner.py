@@ -1,0 +1,228 @@
+"""Run every check of a protocol on one case: load inputs, run the model, call the checks.
+
+This is the unit of work the runner hands to a worker process. It never raises for a bad
+case: every problem becomes an error record (case, check, role, file, field, message) in the
+returned :class:`CaseResult`, and the checks that can still run do run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from checks.base import Check, Measurement
+from qa.dataset import Case
+from qa.errors import QAInputError
+from qa.models import ModelAdapter
+from qa.protocol import CheckSpec, Protocol
+from qa.volume import Volume, same_grid
+
+__all__ = ["CaseResult", "CheckRecord", "CaseContext", "process_case"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckRecord:
+    """What one check returned for one case."""
+
+    check_id: str
+    check: str
+    measurements: list[Measurement]
+    details: dict[str, Any]
+
+
+@dataclass
+class CaseResult:
+    """Everything one case produced: check records, errors, and image metadata rows."""
+
+    case_id: str
+    position: int
+    attributes: dict[str, Any]
+    records: list[CheckRecord] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    image_metadata: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return "error" if self.errors else "ok"
+
+
+@dataclass
+class CaseContext:
+    """What every case of a run shares: the protocol, the checks and the model adapter."""
+
+    protocol: Protocol
+    checks: list[tuple[CheckSpec, Check]]
+    adapter: ModelAdapter
+
+
+def process_case(context: CaseContext, case: Case) -> CaseResult:
+    """Run all checks of the protocol on ``case``; never raises for a bad case."""
+    result = CaseResult(case.case_id, case.position, dict(case.attributes))
+    loader = _CaseLoader(context, case, result)
+    for spec, check in context.checks:
+        inputs: dict[str, Volume] = {}
+        failed = False
+        for slot_name, slot in check.slots.items():
+            role = spec.bindings.get(slot_name)
+            if role is None:
+                continue
+            volume = loader.get(role, slot.kind, check_id=spec.id)
+            if volume is None:
+                if slot.required or loader.failed(role):
+                    failed = True
+                continue
+            inputs[slot_name] = volume
+        if failed:
+            continue
+        loader.note_grids(spec, inputs)
+        try:
+            output = check.run(inputs)
+        except QAInputError as exc:
+            result.errors.append(_error_record(exc.located(case_id=case.case_id,
+                                                           check=spec.id)))
+            continue
+        except (ValueError, ArithmeticError) as exc:
+            role = _role_named_in(str(exc), spec)
+            result.errors.append({"message": f"{type(exc).__name__}: {exc}",
+                                  "check_id": spec.id, "role": role,
+                                  "path": _path_str(case.paths.get(role)) if role else None,
+                                  "field": None})
+            continue
+        except Exception as exc:  # a bug or an unforeseen input: record it, keep going
+            logger.error("case %s, check %s: unexpected error\n%s", case.case_id, spec.id,
+                         traceback.format_exc())
+            result.errors.append({"message": f"unexpected {type(exc).__name__}: {exc} "
+                                             "(please report this with the log)",
+                                  "check_id": spec.id, "role": None, "path": None,
+                                  "field": None})
+            continue
+        result.records.append(CheckRecord(spec.id, spec.check, list(output.measurements),
+                                          dict(output.details)))
+    result.image_metadata = loader.metadata_rows()
+    return result
+
+
+class _CaseLoader:
+    """Loads each role of a case once (or predicts it with the model) and remembers failures."""
+
+    def __init__(self, context: CaseContext, case: Case, result: CaseResult) -> None:
+        self.context = context
+        self.case = case
+        self.result = result
+        self.volumes: dict[str, Volume] = {}
+        self.kinds: dict[str, str] = {}
+        self.errors: dict[str, bool] = {}
+        self.grid_match: dict[str, bool] = {}
+
+    def failed(self, role: str) -> bool:
+        return self.errors.get(role, False)
+
+    def get(self, role: str, kind: str, *, check_id: str) -> Volume | None:
+        if role in self.volumes:
+            return self.volumes[role]
+        if role in self.errors:
+            return None
+        try:
+            volume = self._load(role, kind)
+        except QAInputError as exc:
+            self.errors[role] = True
+            self.result.errors.append(_error_record(exc.located(
+                case_id=self.case.case_id, role=role, check=check_id,
+                path=_path_str(self.case.paths.get(role)))))
+            return None
+        except Exception as exc:  # a reader bug must not sink the run
+            logger.error("case %s, role %s: unexpected error\n%s", self.case.case_id, role,
+                         traceback.format_exc())
+            self.errors[role] = True
+            self.result.errors.append({"message": f"unexpected {type(exc).__name__} while "
+                                                  f"loading: {exc}", "check_id": check_id,
+                                       "role": role,
+                                       "path": _path_str(self.case.paths.get(role)),
+                                       "field": None})
+            return None
+        if volume is None:  # optional role left blank in the case table
+            self.errors[role] = False
+            return None
+        self.volumes[role] = volume
+        self.kinds[role] = kind
+        return volume
+
+    def _load(self, role: str, kind: str) -> Volume | None:
+        model = self.context.protocol.model
+        adapter = self.context.adapter
+        if role == model.output and adapter.needs_input:
+            source = self.get(model.input, "image", check_id="model")
+            if source is None:
+                raise QAInputError(f"the model input role {model.input!r} could not be loaded, "
+                                   "so the model was not run", role=role)
+            return adapter.predict(source, case_id=self.case.case_id)
+        path = self.case.paths.get(role)
+        if path is None:
+            return None
+        return load_role(Path(path), kind)
+
+    def note_grids(self, spec: CheckSpec, inputs: dict[str, Volume]) -> None:
+        reference = inputs.get("reference")
+        if reference is None:
+            return
+        for slot_name, volume in inputs.items():
+            if slot_name == "reference":
+                continue
+            role = spec.bindings[slot_name]
+            matches = same_grid(reference, volume)
+            self.grid_match[role] = self.grid_match.get(role, True) and matches
+
+    def metadata_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for role, volume in self.volumes.items():
+            array = volume.array
+            finite = np.isfinite(array) if array.dtype.kind == "f" else None
+            n_bad = int(array.size - np.count_nonzero(finite)) if finite is not None else 0
+            values = array[finite] if finite is not None and n_bad else array
+            rows.append({
+                "case_id": self.case.case_id, "role": role, "kind": self.kinds[role],
+                "shape_z": volume.shape[0], "shape_y": volume.shape[1],
+                "shape_x": volume.shape[2], "spacing_z_mm": volume.spacing[0],
+                "spacing_y_mm": volume.spacing[1], "spacing_x_mm": volume.spacing[2],
+                "min_value": float(values.min()) if values.size else math.nan,
+                "max_value": float(values.max()) if values.size else math.nan,
+                "non_finite_voxels": n_bad,
+                "grid_matches_reference": self.grid_match.get(role),
+            })
+        return rows
+
+
+def load_role(path: Path, kind: str) -> Volume:
+    """Read one case-table file as the given kind (``image``, ``mask``, ``dose``)."""
+    from qa import io
+
+    if kind == "mask":
+        return io.read_mask(path)
+    if kind == "dose" and path.suffix.lower() == ".dcm":
+        return io.read_rtdose(path)
+    return io.read_image(path)
+
+
+def _error_record(exc: QAInputError) -> dict[str, Any]:
+    return {"message": exc.message, "check_id": exc.check, "role": exc.role,
+            "path": exc.path, "field": exc.field}
+
+
+def _role_named_in(message: str, spec: CheckSpec) -> str | None:
+    """The role of the first slot whose name appears quoted in a check's error message."""
+    for slot_name, role in spec.bindings.items():
+        if f"'{slot_name}'" in message or f"{slot_name} " in message:
+            return role
+    return None
+
+
+def _path_str(path: Path | None) -> str | None:
+    return None if path is None else str(path)

@@ -1,0 +1,214 @@
+"""The ``qa`` command: run protocols, list runs, export results, render reports, run the demo.
+
+Everything a person or a cron job needs, without prompts. Logs go to stderr; the only thing
+printed on stdout is the result a script may want (the report path, the run table).
+Exit codes: see :mod:`qa.exitcodes` (0 OK, 10 TOLERANCE, 20 ACTION, 30 errors in some cases,
+40 could not start, 2 usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from qa import __version__
+from qa.errors import QAInputError
+from qa.exitcodes import ExitCode
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("qa")
+
+_EPILOG = """exit codes of `qa run` (the highest that applies):
+  0   all verdicts OK, no error, data validation passed
+  10  a verdict at TOLERANCE, or data validation failed (review)
+  20  a verdict at ACTION (stop clinical use until resolved)
+  30  some cases or checks could not be run (errors stored; the others ran)
+  40  the run could not start (protocol, case table, model or store); nothing stored
+  2   command-line usage error
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qa", description="ALARA-QA: commissioning and periodic QA of dose-reducing AI.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
+    parser.add_argument("--version", action="version", version=f"alara-qa {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output on stderr (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_store(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--store", metavar="URL", default=None,
+                       help="SQLAlchemy URL of the results store (default: $QA_STORE, "
+                            "else sqlite:///qa.db in the working folder)")
+
+    run = sub.add_parser("run", help="run a protocol over its case table",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
+    run.add_argument("protocol", type=Path, help="protocol YAML file")
+    with_store(run)
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="local worker processes (default 1)")
+    run.add_argument("--operator", default=None, help="who runs it (default: login name)")
+    run.add_argument("--report", type=Path, default=None, metavar="PATH",
+                     help="also write the HTML report to PATH")
+    run.add_argument("--lang", default="en", choices=("en", "fr"), help="report language")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="progress bar on stderr (default: when stderr is a terminal)")
+
+    runs = sub.add_parser("runs", help="list the runs in the store")
+    with_store(runs)
+
+    report = sub.add_parser("report", help="render the HTML report of a run")
+    report.add_argument("run", type=int, help="run id (see `qa runs`)")
+    with_store(report)
+    report.add_argument("--out", type=Path, default=None, help="output HTML path")
+    report.add_argument("--lang", default="en", choices=("en", "fr"))
+
+    export = sub.add_parser("export", help="export a run's tables as CSV or Parquet")
+    export.add_argument("run", type=int, help="run id (see `qa runs`)")
+    with_store(export)
+    export.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    export.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: run-<id>-export)")
+
+    checks = sub.add_parser("checks", help="list the checks a protocol may use")
+    checks.set_defaults(store=None)
+
+    demo = sub.add_parser("demo", help="generate the synthetic cohort, run the demo "
+                                       "commissioning protocol, write the report")
+    demo.add_argument("--out", type=Path, default=Path("demo-output"),
+                      help="folder for the cohort and the report (default demo-output)")
+    with_store(demo)
+    demo.add_argument("--cases", type=int, default=24, help="number of cases (default 24)")
+    demo.add_argument("--workers", type=int, default=1, metavar="N")
+    demo.add_argument("--lang", default="en", choices=("en", "fr"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    if args.command in ("run", "demo") and args.verbose == 0:
+        level = logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = _COMMANDS[args.command]
+    try:
+        return int(handler(args))
+    except QAInputError as exc:
+        print(f"qa {args.command}: error: {exc}", file=sys.stderr)
+        return int(ExitCode.NOT_STARTED)
+    except KeyError as exc:  # unknown run id and similar lookups
+        print(f"qa {args.command}: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return int(ExitCode.NOT_STARTED)
+    except RuntimeError as exc:  # qa.store.StoreError: the store cannot be opened
+        if type(exc).__name__ != "StoreError":
+            raise
+        print(f"qa {args.command}: error: {exc}", file=sys.stderr)
+        return int(ExitCode.NOT_STARTED)
+
+
+def _open_store(url: str | None):
+    from qa.store import Store
+
+    return Store(url)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from qa.runner import run_protocol
+
+    store = _open_store(args.store)
+    try:
+        outcome = run_protocol(args.protocol, store, workers=args.workers,
+                               operator=args.operator, progress=args.progress)
+        _print_summary(outcome.run_id, outcome.summary)
+        if args.report is not None:
+            print(_render(store, outcome.run_id, args.report, args.lang))
+        return int(outcome.exit_code)
+    finally:
+        store.close()
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    try:
+        frame = store.runs()
+        if frame.empty:
+            print("no runs in the store", file=sys.stderr)
+            return 0
+        columns = [c for c in ("run_id", "protocol_name", "protocol_kind", "model_name",
+                               "model_version", "status", "exit_code", "started_at", "operator")
+                   if c in frame.columns]
+        print(frame[columns].to_string(index=False))
+        return 0
+    finally:
+        store.close()
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    try:
+        print(_render(store, args.run, args.out, args.lang))
+        return 0
+    finally:
+        store.close()
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    try:
+        out = args.out or Path(f"run-{args.run}-export")
+        for path in store.export(args.run, out, args.format):
+            print(path)
+        return 0
+    finally:
+        store.close()
+
+
+def _cmd_checks(args: argparse.Namespace) -> int:
+    from checks.registry import available_checks, get_check
+
+    for name in available_checks():
+        cls = get_check(name)
+        metrics = ", ".join(f"{m} [{info.unit}]" for m, info in cls.metrics.items())
+        slots = ", ".join(f"{s}{'' if slot.required else '?'}" for s, slot in cls.slots.items())
+        print(f"{name}: {cls.title}\n  slots: {slots}\n  metrics: {metrics}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from qa.demo import run_demo
+
+    store = _open_store(args.store)
+    try:
+        run_id, exit_code, report = run_demo(args.out, store, n_cases=args.cases,
+                                             workers=args.workers, language=args.lang)
+    finally:
+        store.close()
+    print(report)
+    # The demo model is deliberately worse on high-BMI patients: ACTION/TOLERANCE verdicts are
+    # the expected outcome, so the demo itself exits 0 unless it could not produce a report.
+    logger.info("demo run %d finished with run exit code %d", run_id, exit_code)
+    return 0
+
+
+def _render(store, run_id: int, out: Path | None, language: str) -> Path:
+    from reports.html import default_report_path, render_run_report
+
+    path = out if out is not None else Path(default_report_path(store.run(run_id)))
+    return render_run_report(store, run_id, path, language=language).resolve()
+
+
+def _print_summary(run_id: int, summary: dict) -> None:
+    counts = summary.get("verdicts", {})
+    print(f"run {run_id}: {summary.get('exit_meaning')} — verdicts "
+          + ", ".join(f"{k} {v}" for k, v in counts.items())
+          + f"; cases with errors: {len(summary.get('cases_with_errors', []))}",
+          file=sys.stderr)
+
+
+_COMMANDS = {"run": _cmd_run, "runs": _cmd_runs, "report": _cmd_report,
+             "export": _cmd_export, "checks": _cmd_checks, "demo": _cmd_demo}
