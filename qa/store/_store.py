@@ -186,12 +186,13 @@ class Store:
                         check_id: str | None = None) -> None:
         """Record an exception; a :class:`~qa.errors.QAInputError` gives its location fields.
 
-        The message is ``str(exc)`` (for a ``QAInputError``, the full sentence with its
-        location). ``case_id`` and ``check_id`` given here win over the exception's own
+        For a ``QAInputError`` the message is ``exc.message`` (what is wrong and what to do):
+        its location goes into the case, check, role, path and field columns, not repeated
+        in the text. ``case_id`` and ``check_id`` given here win over the exception's own
         ``case_id`` and ``check``. Any other exception is recorded as ``"Type: text"``.
         """
         if isinstance(exc, QAInputError):
-            self.add_error(run_id, str(exc), case_id=case_id or exc.case_id,
+            self.add_error(run_id, exc.message, case_id=case_id or exc.case_id,
                            check_id=check_id or exc.check, role=exc.role, path=exc.path,
                            field=exc.field)
         else:
