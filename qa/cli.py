@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         level = logging.INFO
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # great_expectations narrates its ephemeral context at INFO; keep our log readable.
+    logging.getLogger("great_expectations").setLevel(max(level, logging.WARNING))
     handler = _COMMANDS[args.command]
     try:
         return int(handler(args))
