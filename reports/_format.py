@@ -158,9 +158,22 @@ def _decimals(metric: str, unit: str) -> int | None:
 
 @cache
 def _catalog(language: str) -> Mapping[str, str]:
-    """Flattened ``reports/locales/<language>.yaml`` (read-only): nested keys joined by dots."""
-    with open(_LOCALES / f"{language}.yaml", encoding="utf-8") as handle:
-        return MappingProxyType(_flatten(yaml.safe_load(handle) or {}))
+    """Flattened ``reports/locales/<language>.yaml`` merged with the section catalogs
+    ``reports/locales/<language>/*.yaml`` (read-only): nested keys joined by dots.
+
+    A key defined twice is a mistake in the catalogs and raises ``ValueError``.
+    """
+    files = [_LOCALES / f"{language}.yaml", *sorted((_LOCALES / language).glob("*.yaml"))]
+    merged: dict[str, str] = {}
+    for path in files:
+        with open(path, encoding="utf-8") as handle:
+            flat = _flatten(yaml.safe_load(handle) or {})
+        clash = sorted(set(flat) & set(merged))
+        if clash:
+            raise ValueError(f"message keys {clash} defined twice in the {language} catalogs "
+                             f"(again in {path.name})")
+        merged.update(flat)
+    return MappingProxyType(merged)
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -21,9 +21,9 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from reports import plots
 from reports._format import LEVELS, SUPPORTED_LANGUAGES, Formatter, level_rank
 from reports.plots import finite_or_none, missing, text
+from reports.sections import check_sections
 
 __all__ = [
     "render_run_report", "default_report_path", "Formatter", "SUPPORTED_LANGUAGES", "LEVELS",
@@ -135,11 +135,7 @@ def _context(store: Any, run_id: int, run: Mapping[str, Any], fmt: Formatter,
         "case_verdicts": _verdict_rows(verdicts, check_names, units, fmt, cohort=False),
         "case_table": _case_table(cases, measurements, verdicts, errored, fmt),
         "errored_cases": [r for r in _error_rows(errors, fmt) if r["case_id"] != ""],
-        "hu_sections": [
-            plots.hu_section(store.details(run_id, check_id=check_id), measurements,
-                             check_id, fmt)
-            for check_id, name in check_names.items() if name == "hu_accuracy"
-        ],
+        "check_sections": check_sections(store, run_id, check_names, measurements, fmt),
         "errors": _error_rows(errors, fmt),
         "protocol_text": text(run.get("protocol_text")),
         "footer": {
