@@ -11,7 +11,10 @@ from qa.store import Store
 @pytest.mark.slow
 def test_demo_generates_runs_stores_and_reports(tmp_path):
     with Store(f"sqlite:///{tmp_path / 'qa.db'}") as store:
-        run_id, exit_code, report = run_demo(tmp_path / "out", store, n_cases=6)
+        runs = run_demo(tmp_path / "out", store, n_cases=6)
+        sct = next(r for r in runs if "HU accuracy" in r.title)
+        run_id, exit_code, report = sct.run_id, sct.exit_code, sct.report
+        assert all(r.report.is_file() for r in runs)
         cases = store.cases(run_id)
         measured = store.measurements(run_id)
         run = store.run(run_id)
