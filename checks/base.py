@@ -14,7 +14,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-__all__ = ["Measurement", "MetricInfo", "Slot", "CheckOutput", "Check"]
+__all__ = ["Measurement", "MetricInfo", "Slot", "CheckOutput", "Check", "CohortInput",
+           "CohortCheck"]
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,43 @@ class Check(ABC):
     @abstractmethod
     def run(self, inputs: dict[str, Any]) -> CheckOutput:
         """Compute the measurements of one case from volumes keyed by slot name."""
+
+
+@dataclass(frozen=True)
+class CohortInput:
+    """What a cohort-level check sees: the run's per-case results and the case attributes.
+
+    ``measurements``: columns case_id, check_id, check, metric, label, value, unit (one row
+    per per-case measurement of the run, or of several runs when the engine pools them).
+    ``cases``: case_id, then one column per declared attribute (numbers for numeric
+    attributes, text for categorical ones, None/NaN when blank). ``verdicts``: the per-case
+    verdicts (case_id, check_id, metric, label, value, level). ``attributes``: attribute
+    name -> its protocol declaration (``values`` or ``min``/``max``, ``unit``).
+    """
+
+    measurements: Any
+    cases: Any
+    verdicts: Any
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+class CohortCheck(ABC):
+    """Base class of checks that run once per run on the whole cohort (e.g. subgroup bias).
+
+    Same class attributes as :class:`Check` but no ``slots``: the engine calls
+    :meth:`run_cohort` after every case has been checked. Measurements it returns are
+    cohort-level (stored with no case); details are JSON-serialisable.
+    """
+
+    scope: ClassVar[str] = "cohort"
+    name: ClassVar[str]
+    title: ClassVar[str]
+    metrics: ClassVar[dict[str, MetricInfo]]
+    Options: ClassVar[type]
+
+    def __init__(self, options: Any | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+    @abstractmethod
+    def run_cohort(self, data: CohortInput) -> CheckOutput:
+        """Compute the cohort-level measurements and details."""

@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     checks = sub.add_parser("checks", help="list the checks a protocol may use")
     checks.set_defaults(store=None)
 
+    compare = sub.add_parser("compare", help="one-off comparison of two files (no store)")
+    kinds = compare.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, module in _compare_modules().items():
+        module.configure(kinds.add_parser(kind, help=module.HELP))
+
     demo = sub.add_parser("demo", help="generate the synthetic cohort, run the demo "
                                        "commissioning protocol, write the report")
     demo.add_argument("--out", type=Path, default=Path("demo-output"),
@@ -181,6 +186,23 @@ def _cmd_checks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_modules() -> dict:
+    """``qa compare KIND`` plug-ins: modules ``qa/compare_<kind>.py`` exposing ``HELP``,
+    ``configure(parser)`` and ``run(args) -> int``."""
+    import importlib
+    import pkgutil
+
+    import qa
+
+    names = sorted(m.name for m in pkgutil.iter_modules(qa.__path__)
+                   if m.name.startswith("compare_"))
+    return {n.removeprefix("compare_"): importlib.import_module(f"qa.{n}") for n in names}
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    return int(_compare_modules()[args.kind].run(args))
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from qa.demo import run_demo
 
@@ -215,4 +237,5 @@ def _print_summary(run_id: int, summary: dict) -> None:
 
 
 _COMMANDS = {"run": _cmd_run, "runs": _cmd_runs, "report": _cmd_report,
-             "export": _cmd_export, "checks": _cmd_checks, "demo": _cmd_demo}
+             "export": _cmd_export, "checks": _cmd_checks, "compare": _cmd_compare,
+             "demo": _cmd_demo}
