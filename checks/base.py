@@ -117,6 +117,8 @@ class CohortCheck(ABC):
     """
 
     scope: ClassVar[str] = "cohort"
+    #: No per-case inputs: a protocol entry of a cohort check has options and levels only.
+    slots: ClassVar[dict[str, Slot]] = {}
     name: ClassVar[str]
     title: ClassVar[str]
     metrics: ClassVar[dict[str, MetricInfo]]

@@ -19,7 +19,15 @@ from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from checks import registry
-from checks.base import Check, CheckOutput, Measurement, MetricInfo, Slot
+from checks.base import (
+    Check,
+    CheckOutput,
+    CohortCheck,
+    CohortInput,
+    Measurement,
+    MetricInfo,
+    Slot,
+)
 from qa.errors import ProtocolError
 from qa.protocol import CheckSpec, Protocol, load_protocol
 from qa.verdicts import Bound, Levels
@@ -411,3 +419,32 @@ def test_docs_example_loads_with_the_real_registry(tmp_path: Path) -> None:
     example = re.search(r"```yaml\n(.*?)```", doc, re.S).group(1)
     protocol = load_protocol(write_protocol(tmp_path, example))
     assert [spec.check for spec, _ in protocol.check_instances()] == ["hu_accuracy"]
+
+
+class FakeCohortCheck(CohortCheck):
+    """A cohort-level check: options and levels, no slot bindings."""
+
+    name: ClassVar[str] = "fake_cohort"
+    title: ClassVar[str] = "Fake cohort"
+    metrics: ClassVar[dict[str, MetricInfo]] = {"gap_hu": MetricInfo("HU", "worst-group gap")}
+    Options = FakeOptions
+
+    def run_cohort(self, data: CohortInput) -> CheckOutput:
+        return CheckOutput(())
+
+
+def test_a_cohort_check_takes_options_and_levels_but_no_slot_bindings(tmp_path, monkeypatch):
+    register_fake_checks(monkeypatch)
+    monkeypatch.setitem(registry._REGISTRY, "fake_cohort", f"{__name__}:FakeCohortCheck")
+    # append the cohort check to the checks list (before `validation:`)
+    head, _, tail = VALID.partition("validation:\n")
+    text = head + ("  - check: fake_cohort\n    options: {threshold_hu: 5}\n"
+                   "    tolerances:\n      gap_hu: {tolerance: {max: 10}, action: {max: 20}}\n"
+                   "validation:\n" + tail)
+    protocol = load_protocol(write_protocol(tmp_path, text))
+    spec, check = protocol.check_instances()[-1]
+    assert isinstance(check, FakeCohortCheck) and spec.bindings == {}
+    assert check.options.threshold_hu == 5
+    message, _ = problems_of(tmp_path, text.replace("options: {threshold_hu: 5}",
+                                                    "options: {threshold_hu: 5}\n    mask: body"))
+    assert "unknown key 'mask'" in message
