@@ -52,12 +52,16 @@ class Slot:
     """An input slot of a check, filled by a case-table role (or the model output).
 
     ``kind`` says how the engine loads it: ``"image"`` (float volume), ``"mask"`` (boolean
-    volume; a NIfTI label map or an RTSTRUCT ROI), ``"dose"`` (Gy).
+    volume), ``"dose"`` (Gy), ``"structures"`` (a ``dict`` structure name -> boolean Volume:
+    an RTSTRUCT rasterised on the grid of slot ``grid_from``, a folder of mask files, a label
+    map with a JSON label table, or mask roles grouped in the protocol; see
+    :func:`qa.io.read_structures`).
     """
 
-    kind: Literal["image", "mask", "dose"]
+    kind: Literal["image", "mask", "dose", "structures"]
     required: bool = True
     description: str = ""
+    grid_from: str | None = None
 
 
 @dataclass(frozen=True)

@@ -298,8 +298,11 @@ def role_kinds(data: dict, classes: dict[str, type[Check]]
 
     roles = data.get("roles") if isinstance(data.get("roles"), dict) else {}
     for role, decl in roles.items():
-        if isinstance(decl, dict) and decl.get("kind") in ("image", "mask", "dose"):
+        if isinstance(decl, dict) and decl.get("kind") in ("image", "mask", "dose",
+                                                           "structures"):
             claim(role, decl["kind"], f"roles.{role}.kind")
+            for member in decl.get("members") or []:
+                claim(member, "mask", f"roles.{role}.members")
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     if model.get("input") not in kinds:
         claim(model.get("input"), "image", "model.input")

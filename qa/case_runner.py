@@ -68,14 +68,23 @@ def process_case(context: CaseContext, case: Case) -> CaseResult:
     result = CaseResult(case.case_id, case.position, dict(case.attributes))
     loader = _CaseLoader(context, case, result)
     for spec, check in context.checks:
-        inputs: dict[str, Volume] = {}
+        inputs: dict[str, Any] = {}
         failed = False
         for slot_name, slot in check.slots.items():
             role = spec.bindings.get(slot_name)
             if role is None:
                 continue
-            volume = loader.get(role, slot.kind, check_id=spec.id)
+            grid = None
+            if slot.kind == "structures":
+                grid = inputs.get(slot.grid_from) if slot.grid_from else next(
+                    (v for v in inputs.values() if isinstance(v, Volume)), None)
+            volume = loader.get(role, slot.kind, check_id=spec.id, grid=grid)
             if volume is None:
+                if slot.required and not loader.failed(role):
+                    result.errors.append({
+                        "message": f"required input {slot_name!r} of check {spec.check} is "
+                                   f"blank for this case; fill the {role!r} column",
+                        "check_id": spec.id, "role": role, "path": None, "field": role})
                 if slot.required or loader.failed(role):
                     failed = True
                 continue
@@ -125,13 +134,16 @@ class _CaseLoader:
     def failed(self, role: str) -> bool:
         return self.errors.get(role, False)
 
-    def get(self, role: str, kind: str, *, check_id: str) -> Volume | None:
+    def get(self, role: str, kind: str, *, check_id: str,
+            grid: Volume | None = None) -> Any:
+        """The role's Volume (or, for kind ``structures``, its dict of masks); None when it
+        is blank or failed to load (the failure is recorded once)."""
         if role in self.volumes:
             return self.volumes[role]
         if role in self.errors:
             return None
         try:
-            volume = self._load(role, kind)
+            volume = self._load(role, kind, grid)
         except QAInputError as exc:
             self.errors[role] = True
             self.result.errors.append(_error_record(exc.located(
@@ -155,7 +167,9 @@ class _CaseLoader:
         self.kinds[role] = kind
         return volume
 
-    def _load(self, role: str, kind: str) -> Volume | None:
+    def _load(self, role: str, kind: str, grid: Volume | None) -> Any:
+        if kind == "structures":
+            return self._load_structures(role, grid)
         model = self.context.protocol.model
         adapter = self.context.adapter
         if role == model.output and adapter.needs_input:
@@ -169,12 +183,27 @@ class _CaseLoader:
             return None
         return load_role(Path(path), kind)
 
-    def note_grids(self, spec: CheckSpec, inputs: dict[str, Volume]) -> None:
+    def _load_structures(self, role: str, grid: Volume | None) -> dict[str, Volume] | None:
+        from qa.io import read_structures
+        from qa.io.structures import structure_metadata
+
+        members = self.context.protocol.grouped_roles().get(role)
+        if members is None:
+            path = self.case.paths.get(role)
+            return None if path is None else read_structures(Path(path), reference=grid)
+        structures = {}
+        for member in members:
+            mask = self.get(member, "mask", check_id=role)
+            if mask is not None:
+                structures[member] = structure_metadata(mask, member)
+        return structures
+
+    def note_grids(self, spec: CheckSpec, inputs: dict[str, Any]) -> None:
         reference = inputs.get("reference")
         if reference is None:
             return
         for slot_name, volume in inputs.items():
-            if slot_name == "reference":
+            if slot_name == "reference" or not isinstance(volume, Volume):
                 continue
             role = spec.bindings[slot_name]
             matches = same_grid(reference, volume)
@@ -183,6 +212,8 @@ class _CaseLoader:
     def metadata_rows(self) -> list[dict[str, Any]]:
         rows = []
         for role, volume in self.volumes.items():
+            if not isinstance(volume, Volume):  # a structure set: its masks have own rows
+                continue
             array = volume.array
             finite = np.isfinite(array) if array.dtype.kind == "f" else None
             n_bad = int(array.size - np.count_nonzero(finite)) if finite is not None else 0

@@ -159,11 +159,27 @@ class RoleSpec(_Frozen):
 
     ``required`` None (default) means: required when bound to a required check slot or fed to
     the model, optional otherwise.
+
+    A ``structures`` role is either a case-table column (an RTSTRUCT file, a folder of mask
+    files, or a label map with its JSON label table) or, with ``members``, a group of mask
+    roles of the case table (each member a column; a blank cell means that structure is
+    absent for the case).
     """
 
-    kind: Literal["image", "mask", "dose"]
+    kind: Literal["image", "mask", "dose", "structures"]
     modality: str | None = None
     required: bool | None = None
+    members: list[_Name] | None = None
+
+    @model_validator(mode="after")
+    def _members(self) -> RoleSpec:
+        if self.members is not None:
+            if self.kind != "structures":
+                raise ValueError("members is only allowed with kind: structures")
+            if not self.members or len(set(self.members)) != len(self.members):
+                raise ValueError(f"members must be a non-empty list of distinct mask roles, "
+                                 f"got {self.members}")
+        return self
 
 
 class CohortSpec(_Frozen):
@@ -302,7 +318,7 @@ class Protocol(_Frozen):
         """
         shape = {
             "attributes": dict(self.attributes),
-            "roles": {r: {"kind": d.kind} for r, d in self.roles.items()},
+            "roles": {r: {"kind": d.kind, "members": d.members} for r, d in self.roles.items()},
             "model": {"input": self.model.input, "output": self.model.output},
             "checks": [{"check": c.check, **c.bindings} for c in self.checks],
         }
@@ -321,7 +337,7 @@ class Protocol(_Frozen):
         required |= {r for r, d in self.roles.items() if d.required}
         if self.model.adapter != "precomputed":
             required.discard(self.model.output)
-        return required
+        return required - set(self.grouped_roles())
 
     def case_table_roles(self) -> dict[str, str]:
         """Role -> kind of the roles read from the case table (the model output is not, unless
@@ -329,7 +345,13 @@ class Protocol(_Frozen):
         roles = self.roles_used()
         if self.model.adapter != "precomputed":
             roles.pop(self.model.output, None)
+        for role in self.grouped_roles():
+            roles.pop(role, None)
         return roles
+
+    def grouped_roles(self) -> dict[str, list[str]]:
+        """``structures`` roles assembled from member mask roles: role -> members."""
+        return {r: list(d.members) for r, d in self.roles.items() if d.members is not None}
 
     def ct_roles(self) -> set[str]:
         """Image roles holding Hounsfield units: declared ``modality: CT`` or bound to the
