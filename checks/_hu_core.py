@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from qa.jsonsafe import json_safe
 from qa.volume import GridMismatchError, Volume, require_same_grid, resample_like, same_grid
 
 logger = logging.getLogger(__name__)
@@ -400,14 +401,4 @@ def boolean_mask(array: np.ndarray) -> np.ndarray:
 
 def json_clean(value: Any) -> Any:
     """Tuples to lists, numpy scalars to Python, non-finite floats to None."""
-    if isinstance(value, dict):
-        return {str(k): json_clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_clean(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
+    return json_safe(value)

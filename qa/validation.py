@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from qa.jsonsafe import json_safe
+
 if TYPE_CHECKING:  # pragma: no cover
     from qa.dataset import CaseTable
     from qa.protocol import Protocol
@@ -299,19 +301,5 @@ def _num(x: float | None, absent: str) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """Recursively convert to strict-JSON types (NaN/inf -> None, numpy -> Python)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if value is None or isinstance(value, str):
-        return value
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return str(value)
+    """Strict-JSON types (NaN/inf -> None, numpy -> Python, unknown objects -> text)."""
+    return json_safe(value, fallback=str)
