@@ -9,7 +9,11 @@ from checks.base import Check
 __all__ = ["get_check", "available_checks"]
 
 _REGISTRY: dict[str, str] = {
+    "noise": "checks.noise_check:NoiseCheck",
+    "noise_dose": "checks.noise_dose:NoiseDoseCheck",
+    "ct_number": "checks.ct_number:CTNumberCheck",
     "hu_accuracy": "checks.hu:HUAccuracyCheck",
+    "subgroup_bias": "checks.bias:SubgroupBiasCheck",
 }
 
 
