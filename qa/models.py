@@ -53,6 +53,11 @@ __all__ = ["ModelFingerprint", "ModelAdapter", "PrecomputedAdapter", "TorchAdapt
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 600.0
+#: Input metadata copied onto a model's output: acquisition facts, not provenance.
+#: Not the modality (an sCT made from an MR is not an MR) nor the kernel (a DL
+#: reconstruction replaces it).
+_CARRIED_METADATA = ("ctdivol_mgy", "kvp", "exposure_mas", "slice_thickness_mm",
+                     "pixel_spacing_mm", "frame_of_reference_uid")
 _STDERR_LINES = 20
 
 
@@ -101,8 +106,12 @@ class ModelAdapter(ABC):
         """The model output for ``image`` (one case), on ``image``'s grid."""
 
     def _output(self, image: Volume, array: np.ndarray) -> Volume:
-        meta = {"role": self.output_role, "model": self.name, "model_version": self.version,
-                "model_adapter": self.adapter, "model_sha256": self.fingerprint().sha256}
+        # The acquisition facts of the input still describe the output (a DL reconstruction
+        # of a 1.7 mGy scan is a 1.7 mGy image); identifying data never was in metadata.
+        meta = {key: image.metadata[key] for key in _CARRIED_METADATA if key in image.metadata}
+        meta.update({"role": self.output_role, "model": self.name,
+                     "model_version": self.version, "model_adapter": self.adapter,
+                     "model_sha256": self.fingerprint().sha256})
         return Volume(array, image.spacing, image.origin, image.direction, meta)
 
     def _error(self, message: str, case_id: str) -> QAInputError:

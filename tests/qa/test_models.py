@@ -86,6 +86,18 @@ def test_torchscript_model_output_values_and_grid(tmp_path, torch_threads):
     assert adapter.needs_input and isinstance(adapter, TorchAdapter)
 
 
+def test_acquisition_facts_of_the_input_describe_the_output(tmp_path, torch_threads):
+    # a DL reconstruction of a 1.7 mGy scan is still a 1.7 mGy image
+    _script(AffineModel(), tmp_path / "affine.pt")
+    adapter = load_adapter(_spec(path="affine.pt"), tmp_path, num_threads=1)
+    image = _volume()
+    image = image.with_array(image.array, ctdivol_mgy=1.7, kvp=120.0,
+                             convolution_kernel="B30f")
+    out = adapter.predict(image, case_id="C1")
+    assert out.metadata["ctdivol_mgy"] == 1.7 and out.metadata["kvp"] == 120.0
+    assert "convolution_kernel" not in out.metadata and "modality" not in out.metadata
+
+
 def test_fingerprint_sha256_is_that_of_the_weights_file(tmp_path):
     path = _script(AffineModel(), tmp_path / "affine.pt")
     fingerprint = load_adapter(_spec(path=str(path)), "/elsewhere").fingerprint()
