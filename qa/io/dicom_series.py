@@ -167,6 +167,7 @@ def _assemble(files: list[tuple[Path, Any]], folder: Path) -> Volume:
         step_mm = _dicom.uniform_step_mm(along, folder, field="ImagePositionPatient",
                                          what="slice")
         _check_not_sheared(positions_arr, normal, folder)
+    _check_one_reconstruction(files, folder)
     slices = [_rescaled(dataset, path) for path, dataset in files]
     array = np.stack(slices).astype(np.float32, copy=False)
     metadata = dicom_metadata(files[0][1])
@@ -185,6 +186,24 @@ def _assemble(files: list[tuple[Path, Any]], folder: Path) -> Volume:
                       metadata)
     except ValueError as exc:
         raise ReaderError(f"the series geometry is invalid: {exc}", path=str(folder)) from exc
+
+
+def _check_one_reconstruction(files: list[tuple[Path, Any]], folder: Path) -> None:
+    """Refuse a series whose slices disagree on the kernel or the slice thickness: they are
+    two reconstructions mixed in one folder, and noise or resolution measured on them would
+    describe neither."""
+    kernels = {str(ds.get("ConvolutionKernel", "") or "") for _, ds in files}
+    if len(kernels) > 1:
+        raise ReaderError(f"the slices mix reconstruction kernels ({', '.join(sorted(kernels))}"
+                          "); export one reconstruction per series folder", path=str(folder),
+                          field="ConvolutionKernel")
+    thicknesses = {_dicom.optional_float(ds, "SliceThickness") for _, ds in files}
+    thicknesses = {round(t, 3) for t in thicknesses if t is not None}
+    if len(thicknesses) > 1:
+        listed = ", ".join(f"{t:g}" for t in sorted(thicknesses))
+        raise ReaderError(f"the slices mix slice thicknesses ({listed} mm); export one "
+                          "reconstruction per series folder", path=str(folder),
+                          field="SliceThickness")
 
 
 def _check_same_plane(dataset: Any, path: Path, row: np.ndarray, col: np.ndarray,

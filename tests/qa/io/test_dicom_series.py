@@ -234,3 +234,19 @@ def test_read_image_dispatches_folders(tmp_path):
     write_series(tmp_path, _stored(np.random.default_rng(10), (2, 4, 4)),
                  origin_lps=(0, 0, 0), step_mm=2.0)
     assert read_image(tmp_path).metadata["format"] == "dicom_series"
+
+
+@pytest.mark.parametrize(("keyword", "values", "message"), [
+    ("ConvolutionKernel", ["B30f", "B30f", "B70f"], "mix reconstruction kernels"),
+    ("SliceThickness", [1.0, 1.0, 3.0], "mix slice thicknesses"),
+])
+def test_a_folder_mixing_two_reconstructions_is_refused(tmp_path, keyword, values, message):
+    stored = np.zeros((3, 4, 5), dtype=np.int16)
+    paths = write_series(tmp_path / "s", stored, origin_lps=(0, 0, 0), step_mm=1.0)
+    for path, value in zip(paths, values, strict=True):
+        ds = pydicom.dcmread(path)
+        setattr(ds, keyword, value)
+        ds.save_as(path)
+    with pytest.raises(ReaderError, match=message) as info:
+        read_dicom_series(tmp_path / "s")
+    assert info.value.field == keyword
