@@ -200,7 +200,7 @@ class _CaseLoader:
 
     def note_grids(self, spec: CheckSpec, inputs: dict[str, Any]) -> None:
         reference = inputs.get("reference")
-        if reference is None:
+        if not isinstance(reference, Volume):  # absent, or a structure set
             return
         for slot_name, volume in inputs.items():
             if slot_name == "reference" or not isinstance(volume, Volume):

@@ -26,7 +26,8 @@ _EPILOG = """exit codes of `qa run` (the highest that applies):
   10  a verdict at TOLERANCE, or data validation failed (review)
   20  a verdict at ACTION (stop clinical use until resolved)
   30  some cases or checks could not be run (errors stored; the others ran)
-  40  the run could not start (protocol, case table, model or store); nothing stored
+  40  the run could not start (protocol, case table, model or store, or another run of the
+      same protocol on the same store held the lock past --lock-timeout); nothing stored
   2   command-line usage error
 """
 
@@ -57,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lang", default="en", choices=("en", "fr"), help="report language")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="progress bar on stderr (default: when stderr is a terminal)")
+    run.add_argument("--junit", type=Path, default=None, metavar="FILE",
+                     help="also write JUnit XML for a CI server (one test case per check x "
+                          "case and per cohort verdict; also written when the run cannot "
+                          "start)")
+    run.add_argument("--json", type=Path, default=None, metavar="FILE",
+                     help="also write a JSON summary (exit code, verdict counts, every "
+                          "non-OK verdict and error)")
+    run.add_argument("--lock-timeout", type=float, default=300.0, metavar="SECONDS",
+                     help="wait this long for another run of the same protocol on the same "
+                          "store to finish, then exit 40 (default 300)")
 
     runs = sub.add_parser("runs", help="list the runs in the store")
     with_store(runs)
@@ -73,6 +84,29 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("csv", "parquet"), default="csv")
     export.add_argument("--out", type=Path, default=None,
                         help="output folder (default: run-<id>-export)")
+
+    baseline = sub.add_parser("baseline", help="set or list the baselines periodic runs are "
+                                               "compared with")
+    actions = baseline.add_subparsers(dest="action", required=True, metavar="ACTION")
+    set_ = actions.add_parser("set", help="make a complete run the active baseline of its "
+                                          "protocol (the previous one is kept)")
+    set_.add_argument("run", type=int, help="run id (see `qa runs`)")
+    set_.add_argument("--reason", required=True,
+                      help="why (mandatory; kept for the audit trail)")
+    set_.add_argument("--operator", default=None, help="who sets it (default: login name)")
+    with_store(set_)
+    listing = actions.add_parser("list", help="list every baseline, the active ones marked")
+    listing.add_argument("--protocol", default=None, metavar="NAME",
+                         help="only this protocol name")
+    with_store(listing)
+
+    history = sub.add_parser("history", help="runs and their verdicts over time")
+    history.add_argument("--protocol", default=None, metavar="NAME",
+                         help="only runs of this protocol name")
+    history.add_argument("--metric", default=None, metavar="M",
+                         help="add the cohort statistics of this metric: metric, "
+                              "metric[label] or check_id.metric[label]")
+    with_store(history)
 
     checks = sub.add_parser("checks", help="list the checks a protocol may use")
     checks.set_defaults(store=None)
@@ -125,18 +159,64 @@ def _open_store(url: str | None):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from qa.lock import run_lock
+    from qa.protocol import load_protocol
     from qa.runner import run_protocol
 
-    store = _open_store(args.store)
+    if args.lock_timeout < 0:
+        raise QAInputError(f"--lock-timeout must be >= 0 seconds, got {args.lock_timeout:g}")
     try:
-        outcome = run_protocol(args.protocol, store, workers=args.workers,
-                               operator=args.operator, progress=args.progress)
+        protocol = load_protocol(args.protocol)
+        store = _open_store(args.store)
+    except (QAInputError, RuntimeError) as exc:
+        _not_started(args, exc)
+        raise
+    try:
+        try:
+            with run_lock(store.url, protocol.sha256, timeout_s=args.lock_timeout,
+                          what=f"protocol {protocol.name!r}"):
+                outcome = run_protocol(protocol, store, workers=args.workers,
+                                       operator=args.operator, progress=args.progress)
+        except QAInputError as exc:
+            _not_started(args, exc)
+            raise
         _print_summary(outcome.run_id, outcome.summary)
+        report = None
         if args.report is not None:
-            print(_render(store, outcome.run_id, args.report, args.lang))
+            report = _render(store, outcome.run_id, args.report, args.lang)
+            print(report)
+        _write_run_files(args, store, outcome.run_id, report)
         return int(outcome.exit_code)
     finally:
         store.close()
+
+
+def _write_run_files(args: argparse.Namespace, store, run_id: int, report: Path | None) -> None:
+    from qa.junit import junit_xml, write_junit
+    from qa.store._engine import mask_url
+    from qa.summary import run_summary, write_json
+
+    if args.junit is not None:
+        write_junit(junit_xml(store, run_id), args.junit)
+        logger.info("JUnit XML written to %s", args.junit)
+    if args.json is not None:
+        extra = {"store": mask_url(store.url), "report": None if report is None else str(report),
+                 "junit": None if args.junit is None else str(args.junit.resolve())}
+        write_json(run_summary(store, run_id, extra), args.json)
+        logger.info("JSON summary written to %s", args.json)
+
+
+def _not_started(args: argparse.Namespace, exc: BaseException) -> None:
+    """Write the --junit / --json files of a run that could not start (nothing stored)."""
+    from qa.junit import not_started_junit_xml, write_junit
+    from qa.summary import not_started_summary, write_json
+
+    if type(exc).__name__ != "StoreError" and not isinstance(exc, QAInputError):
+        return
+    if args.junit is not None:
+        write_junit(not_started_junit_xml(str(args.protocol), str(exc)), args.junit)
+    if args.json is not None:
+        write_json(not_started_summary(args.protocol, exc), args.json)
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
@@ -173,6 +253,63 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return 0
     finally:
         store.close()
+
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    try:
+        if args.action == "set":
+            from qa.runner import login_name
+
+            try:
+                baseline_id = store.set_baseline(args.run, reason=args.reason,
+                                                 operator=args.operator or login_name())
+            except ValueError as exc:
+                print(f"qa baseline set: error: {exc}", file=sys.stderr)
+                return int(ExitCode.NOT_STARTED)
+            row = store.baselines().set_index("baseline_id").loc[baseline_id]
+            print(f"baseline {baseline_id}: run {row.run_id} of {row.protocol_name!r}, model "
+                  f"{row.model_name} {row.model_version}"
+                  + ("" if _isna(row.previous_id) else f" (replaces baseline "
+                                                         f"{int(row.previous_id)}, kept)"))
+            return 0
+        frame = store.baselines(args.protocol)
+        if frame.empty:
+            print("no baselines in the store", file=sys.stderr)
+            return 0
+        frame = frame.assign(set_at=frame["set_at"].dt.strftime("%Y-%m-%d %H:%M"),
+                             model_sha256=frame["model_sha256"].fillna("").str[:12],
+                             active=frame["active"].map({True: "yes", False: ""}))
+        print(frame.to_string(index=False))
+        return 0
+    finally:
+        store.close()
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from qa.history import format_history, history_frame
+
+    store = _open_store(args.store)
+    try:
+        try:
+            frame = history_frame(store, args.protocol, args.metric)
+        except ValueError as exc:
+            print(f"qa history: error: {exc}", file=sys.stderr)
+            return int(ExitCode.USAGE)
+        if frame.empty:
+            print("no runs" + (f" of protocol {args.protocol!r}" if args.protocol else "")
+                  + " in the store", file=sys.stderr)
+            return 0
+        print(format_history(frame))
+        return 0
+    finally:
+        store.close()
+
+
+def _isna(value) -> bool:  # noqa: ANN001
+    import pandas as pd
+
+    return bool(pd.isna(value))
 
 
 def _cmd_checks(args: argparse.Namespace) -> int:
@@ -238,4 +375,5 @@ def _print_summary(run_id: int, summary: dict) -> None:
 
 _COMMANDS = {"run": _cmd_run, "runs": _cmd_runs, "report": _cmd_report,
              "export": _cmd_export, "checks": _cmd_checks, "compare": _cmd_compare,
+             "baseline": _cmd_baseline, "history": _cmd_history,
              "demo": _cmd_demo}

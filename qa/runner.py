@@ -3,8 +3,10 @@
 Flow: load and validate the case table (great_expectations) -> fingerprint the model ->
 open a run in the store -> process the cases (in this process or ``workers`` local
 processes) -> store each case's measurements, details, errors and verdicts as it finishes
--> grade the cohort aggregates -> validate the image metadata -> close the run with its
-exit code.
+-> grade the cohort aggregates -> run the cohort checks (``qa.cohort_runner``) on the stored
+per-case results -> for a ``periodic`` protocol, compare with the active baseline
+(``qa.baseline``: model fingerprint, per-case differences) -> validate the image metadata ->
+close the run with its exit code.
 
 One bad case never stops the others: its problems are stored as errors and the run goes on.
 Results reach the store in case-table order whatever the number of workers, so two runs of
@@ -28,7 +30,9 @@ from typing import Any
 import pandas as pd
 
 from qa import __version__
+from qa.baseline import run_baseline_comparison
 from qa.case_runner import CaseContext, CaseResult, process_case
+from qa.cohort_runner import is_cohort_check, run_cohort_checks
 from qa.dataset import CaseTable, dataset_hash, load_cases
 from qa.exitcodes import ExitCode, exit_code_for
 from qa.models import load_adapter
@@ -84,18 +88,21 @@ def run_protocol(protocol: Protocol | str | Path, store: Store, *, workers: int 
     case_table = load_cases(protocol)
     adapter = load_adapter(protocol.model, protocol.base_dir)
     fingerprint = adapter.fingerprint()
-    checks = protocol.check_instances()
+    instances = protocol.check_instances()
+    checks = [(spec, check) for spec, check in instances if not is_cohort_check(check)]
+    cohort_checks = [(spec, check) for spec, check in instances if is_cohort_check(check)]
     run_id = store.create_run(
         protocol_name=protocol.name, protocol_kind=protocol.kind,
         protocol_hash=protocol.sha256, protocol_text=protocol.text,
         dataset_hash=dataset_hash(case_table), case_table_path=str(case_table.path),
         model=fingerprint.to_dict(), software_version=__version__,
-        operator=operator or protocol.operator or _login(), hostname=platform.node(),
+        operator=operator or protocol.operator or login_name(), hostname=platform.node(),
     )
     logger.info("run %d started: %s, %d cases", run_id, protocol.name, len(case_table.cases))
     try:
         outcome = _execute(protocol, store, run_id, case_table,
-                           CaseContext(protocol, checks, adapter), workers, progress)
+                           CaseContext(protocol, checks, adapter), cohort_checks, workers,
+                           progress)
     except BaseException:
         store.finish_run(run_id, "incomplete", exit_code=None,
                          summary={"reason": "interrupted or crashed; see the log"})
@@ -104,7 +111,8 @@ def run_protocol(protocol: Protocol | str | Path, store: Store, *, workers: int 
 
 
 def _execute(protocol: Protocol, store: Store, run_id: int, case_table: CaseTable,
-             context: CaseContext, workers: int, progress: bool | None) -> RunOutcome:
+             context: CaseContext, cohort_checks: list[tuple[Any, Any]], workers: int,
+             progress: bool | None) -> RunOutcome:
     table_report = validate_case_table(case_table, protocol)
     store.add_validation(run_id, table_report.scope, table_report.success,
                          table_report.to_dict(), statistics=table_report.statistics)
@@ -147,6 +155,23 @@ def _execute(protocol: Protocol, store: Store, run_id: int, case_table: CaseTabl
         cohort.extend(grade_cohort(spec, per_case, verdicts))
     store.add_verdicts(run_id, cohort)
     verdicts.extend(cohort)
+    phase = run_cohort_checks(store, run_id, protocol, cohort_checks)
+    verdicts.extend(phase.verdicts)
+    baseline_info, baseline_failed = None, False
+    if protocol.kind == "periodic":
+        try:
+            compared = run_baseline_comparison(store, run_id, protocol)
+        except Exception as exc:  # keep the run: record why the comparison is missing
+            logger.exception("run %d: comparison with the baseline failed", run_id)
+            store.add_error(run_id, f"the comparison with the baseline could not be made: "
+                                    f"{type(exc).__name__}: {exc} (please report this with "
+                                    "the log)", check_id="baseline")
+            baseline_failed = True
+        else:
+            verdicts.extend(compared.verdicts)
+            if compared.baseline is not None:
+                baseline_info = {k: compared.baseline[k]
+                                 for k in ("baseline_id", "run_id", "protocol_name")}
 
     metadata_ok = True
     if metadata_rows:
@@ -155,12 +180,15 @@ def _execute(protocol: Protocol, store: Store, run_id: int, case_table: CaseTabl
                              meta_report.to_dict(), statistics=meta_report.statistics)
         metadata_ok = meta_report.success
     worst = worst_level(verdicts)
-    code = exit_code_for(worst, has_errors=bool(error_cases),
+    code = exit_code_for(worst, has_errors=bool(error_cases or phase.failed_check_ids
+                                                or baseline_failed),
                          validation_failed=not (table_report.success and metadata_ok))
     summary = {
         "cases_in_table": int(len(case_table.frame)),
         "cases_run": len(case_table.cases),
         "cases_with_errors": sorted(error_cases),
+        "cohort_checks_with_errors": phase.failed_check_ids,
+        "baseline": baseline_info,
         "verdicts": {level.value: sum(v.level == level for v in verdicts) for level in Level},
         "worst_level": worst.value if verdicts else None,
         "validation_success": bool(table_report.success and metadata_ok),
@@ -241,7 +269,9 @@ def _init_worker(protocol_path: str, threads: int) -> None:
     global _WORKER_CONTEXT
     protocol = load_protocol(protocol_path)
     adapter = load_adapter(protocol.model, protocol.base_dir, num_threads=threads)
-    _WORKER_CONTEXT = CaseContext(protocol, protocol.check_instances(), adapter)
+    checks = [(spec, check) for spec, check in protocol.check_instances()
+              if not is_cohort_check(check)]
+    _WORKER_CONTEXT = CaseContext(protocol, checks, adapter)
 
 
 def _work(case: Any) -> CaseResult:
@@ -249,7 +279,8 @@ def _work(case: Any) -> CaseResult:
     return process_case(_WORKER_CONTEXT, case)
 
 
-def _login() -> str:
+def login_name() -> str:
+    """The login name of the user running ALARA-QA (``"unknown"`` when there is none)."""
     try:
         return getpass.getuser()
     except Exception:  # no login name in some containers / CI

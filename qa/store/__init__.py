@@ -18,6 +18,7 @@ Examples
 >>> store.close()
 """
 
+from qa.store._baselines import BASELINE_COLUMNS
 from qa.store._engine import StoreError, default_url
 from qa.store._export import EXPORT_TABLES, export_run
 from qa.store._frames import (
@@ -36,4 +37,5 @@ __all__ = [
     "Store", "StoreError", "UnknownRunError", "default_url", "export_run", "json_safe",
     "to_json_text", "EXPORT_TABLES", "RUN_COLUMNS", "CASE_COLUMNS", "MEASUREMENT_COLUMNS",
     "VERDICT_COLUMNS", "ERROR_COLUMNS", "DETAIL_COLUMNS", "VALIDATION_COLUMNS",
+    "BASELINE_COLUMNS",
 ]

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 __all__ = [
     "metadata", "runs", "cases", "measurements", "verdicts", "errors", "validations", "details",
+    "baselines",
     "UTCDateTime", "FloatOrNull", "PROTOCOL_KINDS", "RUN_STATUSES", "FINISHED_STATUSES",
     "CASE_STATUSES", "LEVELS",
 ]
@@ -89,6 +90,13 @@ def _case_fk(name: str) -> sa.ForeignKeyConstraint:
                                    name=name)
 
 
+def _cohort_key(name: str, *columns: str) -> sa.Index:
+    """Uniqueness of cohort-level rows (``case_id`` NULL), which a unique constraint
+    including ``case_id`` does not give (SQL NULLs are distinct)."""
+    where = sa.text("case_id IS NULL")
+    return sa.Index(name, *columns, unique=True, sqlite_where=where, postgresql_where=where)
+
+
 metadata = sa.MetaData()
 
 runs = sa.Table(
@@ -133,8 +141,9 @@ cases = sa.Table(
 measurements = sa.Table(
     "measurements", metadata,
     _big_id(),
-    sa.Column("run_id", sa.Integer, nullable=False),
-    sa.Column("case_id", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", name="fk_measurements_run"),
+              nullable=False),
+    sa.Column("case_id", sa.Text, nullable=True),
     sa.Column("check_id", sa.Text, nullable=False),
     sa.Column("check", sa.Text, nullable=False),
     sa.Column("metric", sa.Text, nullable=False),
@@ -146,6 +155,7 @@ measurements = sa.Table(
                         name="uq_measurements_key"),
     sa.Index("ix_measurements_run_check_metric", "run_id", "check_id", "metric"),
     sa.Index("ix_measurements_run_case", "run_id", "case_id"),
+    _cohort_key("uq_measurements_cohort_key", "run_id", "check_id", "metric", "label"),
 )
 
 verdicts = sa.Table(
@@ -200,11 +210,32 @@ validations = sa.Table(
 details = sa.Table(
     "details", metadata,
     _big_id(),
-    sa.Column("run_id", sa.Integer, nullable=False),
-    sa.Column("case_id", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", name="fk_details_run"),
+              nullable=False),
+    sa.Column("case_id", sa.Text, nullable=True),
     sa.Column("check_id", sa.Text, nullable=False),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
     _case_fk("fk_details_case"),
     sa.UniqueConstraint("run_id", "case_id", "check_id", "name", name="uq_details_key"),
+    _cohort_key("uq_details_cohort_key", "run_id", "check_id", "name"),
+)
+
+baselines = sa.Table(
+    "baselines", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", name="fk_baselines_run"),
+              nullable=False),
+    sa.Column("protocol_name", sa.Text, nullable=False),
+    sa.Column("model_name", sa.Text, nullable=False),
+    sa.Column("model_version", sa.Text, nullable=False),
+    sa.Column("model_sha256", sa.Text, nullable=True),
+    sa.Column("set_at", UTCDateTime, nullable=False),
+    sa.Column("operator", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("previous_id", sa.Integer,
+              sa.ForeignKey("baselines.id", name="fk_baselines_previous"), nullable=True),
+    sa.CheckConstraint("length(trim(reason)) > 0", name="ck_baselines_reason"),
+    sa.CheckConstraint("length(trim(operator)) > 0", name="ck_baselines_operator"),
+    sa.Index("ix_baselines_protocol", "protocol_name"),
 )

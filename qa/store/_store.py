@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import enum
 import logging
-import math
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,14 +19,14 @@ from qa.store import _frames
 from qa.store import _schema as tables
 from qa.store._engine import default_url, make_engine, mask_url, resolve_url, upgrade_to_head
 from qa.store._json import to_json_text
-from qa.store._schema import CASE_STATUSES, FINISHED_STATUSES, LEVELS, PROTOCOL_KINDS
+from qa.store._rows import aware, cases_of, verdict_row, where
+from qa.store._schema import CASE_STATUSES, FINISHED_STATUSES, PROTOCOL_KINDS
 
 __all__ = ["Store", "UnknownRunError"]
 
 logger = logging.getLogger(__name__)
 
 _MODEL_KEYS = ("name", "version", "adapter", "sha256")
-_VERDICT_BOUNDS = ("tolerance_min", "tolerance_max", "action_min", "action_max")
 
 
 class UnknownRunError(KeyError):
@@ -111,7 +108,7 @@ class Store:
             "model_details": to_json_text({k: v for k, v in model.items()
                                            if k not in _MODEL_KEYS}, what="model details"),
             "software_version": software_version, "operator": operator, "hostname": hostname,
-            "started_at": _aware(started_at, "started_at"), "status": "running",
+            "started_at": aware(started_at, "started_at"), "status": "running",
         }
         with self._engine.connect().execution_options(qa_write=True) as connection, \
                 connection.begin():
@@ -143,34 +140,39 @@ class Store:
                                            what=f"attributes of case {case_id!r}"),
                 "status": status})
 
-    def add_measurements(self, run_id: int, case_id: str, check_id: str, check: str,
+    def add_measurements(self, run_id: int, case_id: str | None, check_id: str, check: str,
                          measurements: Iterable[Measurement]) -> int:
         """Bulk-insert one case's measurements from one check; return how many were stored.
 
-        NaN values are stored as NULL. A (metric, label) pair may appear once per case and
-        check.
+        ``case_id`` None stores cohort-level measurements (a result of the whole run, e.g. a
+        cohort check or the comparison with a baseline); they need no ``add_case`` and are
+        read after every case's rows. NaN values are stored as NULL. A (metric, label) pair
+        may appear once per case (or once at cohort level) and check.
         """
         rows = [{"run_id": run_id, "case_id": case_id, "check_id": check_id, "check": check,
                  "metric": m.metric, "label": m.label or "", "value": float(m.value),
                  "unit": m.unit} for m in measurements]
         if rows:
-            with self._writing(run_id, case_ids={case_id}) as connection:
+            with self._writing(run_id, case_ids=cases_of(case_id)) as connection:
                 self._insert(connection, tables.measurements, rows,
-                             f"case {case_id!r}, check {check_id!r}: a (metric, label) pair "
+                             f"{where(case_id)}, check {check_id!r}: a (metric, label) pair "
                              "was given twice")
         return len(rows)
 
-    def add_details(self, run_id: int, case_id: str, check_id: str,
+    def add_details(self, run_id: int, case_id: str | None, check_id: str,
                     details: Mapping[str, Any]) -> None:
-        """Store a check's JSON details for one case: one row per top-level key."""
+        """Store a check's JSON details for one case: one row per top-level key.
+
+        ``case_id`` None stores cohort-level details (read after every case's rows).
+        """
         rows = [{"run_id": run_id, "case_id": case_id, "check_id": check_id, "name": str(name),
                  "payload": to_json_text(payload, what=f"details[{name!r}] of check "
-                                         f"{check_id!r}, case {case_id!r}")}
+                                         f"{check_id!r}, {where(case_id)}")}
                 for name, payload in details.items()]
         if rows:
-            with self._writing(run_id, case_ids={case_id}) as connection:
+            with self._writing(run_id, case_ids=cases_of(case_id)) as connection:
                 self._insert(connection, tables.details, rows,
-                             f"case {case_id!r}, check {check_id!r}: details already stored")
+                             f"{where(case_id)}, check {check_id!r}: details already stored")
 
     def add_error(self, run_id: int, message: str, *, case_id: str | None = None,
                   check_id: str | None = None, role: str | None = None,
@@ -208,7 +210,7 @@ class Store:
         ``tolerance_max``, ``action_min``, ``action_max`` (None) and ``message`` ('') are
         optional. Other fields are ignored.
         """
-        rows = [_verdict_row(run_id, index, item) for index, item in enumerate(verdicts)]
+        rows = [verdict_row(run_id, index, item) for index, item in enumerate(verdicts)]
         if rows:
             case_ids = {row["case_id"] for row in rows if row["case_id"] is not None}
             with self._writing(run_id, case_ids=case_ids) as connection:
@@ -244,7 +246,7 @@ class Store:
         if status not in FINISHED_STATUSES:
             raise ValueError(f"finish_run: status {status!r} is not one of "
                              f"{', '.join(FINISHED_STATUSES)}")
-        finished_at = _aware(finished_at, "finished_at")
+        finished_at = aware(finished_at, "finished_at")
         with self._writing(run_id) as connection:
             started_at = connection.execute(
                 sa.select(tables.runs.c.started_at).where(tables.runs.c.id == run_id)).scalar_one()
@@ -259,6 +261,49 @@ class Store:
                     summary=None if summary is None else to_json_text(
                         summary, what=f"summary of run {run_id}")))
         logger.info("run %s finished: %s", run_id, status)
+
+    def set_baseline(self, run_id: int, *, operator: str, reason: str,
+                     set_at: dt.datetime | None = None) -> int:
+        """Make the complete run ``run_id`` the active baseline of its protocol; return the
+        baseline id.
+
+        Append-only: the previous baseline of the protocol is kept (the new row's
+        ``previous_id`` names it). The model fingerprint (name, version, SHA-256) is copied
+        from the run. ``reason`` and ``operator`` are mandatory.
+
+        Raises
+        ------
+        ValueError
+            Blank reason or operator, a run that is not complete, or a run with errors.
+        UnknownRunError
+            No such run.
+        """
+        from qa.store._baselines import insert_baseline
+
+        with self._engine.connect().execution_options(qa_write=True) as connection, \
+                connection.begin():
+            try:
+                baseline_id = insert_baseline(connection, run_id, operator=operator,
+                                              reason=reason,
+                                              set_at=aware(set_at, "set_at"))
+            except KeyError:
+                raise self._unknown(run_id) from None
+        logger.info("baseline %d set: run %d", baseline_id, run_id)
+        return baseline_id
+
+    def baselines(self, protocol_name: str | None = None) -> pd.DataFrame:
+        """Every baseline, oldest first (columns ``qa.store.BASELINE_COLUMNS`` + ``active``)."""
+        from qa.store._baselines import baselines_frame
+
+        with self._engine.connect() as connection:
+            return baselines_frame(connection, protocol_name)
+
+    def active_baseline(self, protocol_name: str) -> dict[str, Any] | None:
+        """The most recent baseline of ``protocol_name`` (keys ``BASELINE_COLUMNS``), or None."""
+        from qa.store._baselines import active_baseline
+
+        with self._engine.connect() as connection:
+            return active_baseline(connection, protocol_name)
 
     # ------------------------------------------------------------------------------ reads
 
@@ -357,41 +402,3 @@ class Store:
         except sa.exc.IntegrityError as exc:
             raise ValueError(f"{table.name}: {duplicate} or was already recorded; each is "
                              "recorded once per run (a rerun is a new run)") from exc
-
-
-def _aware(value: dt.datetime | None, name: str) -> dt.datetime:
-    if value is None:
-        return dt.datetime.now(dt.timezone.utc)
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} {value.isoformat()} has no time zone; give a timezone-aware "
-                         "datetime, e.g. datetime.now(timezone.utc)")
-    return value.astimezone(dt.timezone.utc)
-
-
-def _verdict_row(run_id: int, index: int, item: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(item) and not isinstance(item, type):
-        data = {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
-    elif isinstance(item, Mapping):
-        data = dict(item)
-    else:
-        raise TypeError(f"verdict {index}: expected a mapping or a dataclass instance, got "
-                        f"{type(item).__name__}")
-    missing = [key for key in ("check_id", "metric", "level") if data.get(key) is None]
-    if missing:
-        raise ValueError(f"verdict {index}: missing {', '.join(missing)}")
-    level = data["level"]
-    if isinstance(level, enum.Enum):
-        level = level.value if isinstance(level.value, str) else level.name
-    level = str(level).upper()
-    if level not in LEVELS:
-        raise ValueError(f"verdict {index} ({data['check_id']}.{data['metric']}): level "
-                         f"{data['level']!r} is not one of {', '.join(LEVELS)}")
-    value = data.get("value")
-    return {
-        "run_id": run_id, "case_id": data.get("case_id"), "check_id": data["check_id"],
-        "metric": data["metric"], "label": data.get("label") or "",
-        "statistic": data.get("statistic") or "value",
-        "value": math.nan if value is None else float(value), "level": level,
-        **{key: None if data.get(key) is None else float(data[key]) for key in _VERDICT_BOUNDS},
-        "message": data.get("message") or "",
-    }

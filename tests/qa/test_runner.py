@@ -6,8 +6,12 @@ import gzip
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
+from pydantic import ConfigDict
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from checks.base import CheckOutput, CohortCheck, CohortInput, Measurement, MetricInfo
 from qa.exitcodes import ExitCode
 from qa.io import write_nifti
 from qa.runner import run_protocol
@@ -157,3 +161,127 @@ def test_two_worker_processes_give_the_same_rows_as_one(tmp_path, store):
     va = store.verdicts(serial).drop(columns="run_id").reset_index(drop=True)
     vb = store.verdicts(parallel).drop(columns="run_id").reset_index(drop=True)
     assert va.equals(vb)
+
+
+# ------------------------------------------------------------------------ cohort checks
+
+
+class _Spread(CohortCheck):
+    """A fake cohort check with a known answer: the range (max - min) of the per-case MAE,
+    and the number of cases per sex. ``fail`` makes it raise, as a buggy check would."""
+
+    name = "mae_spread"
+    title = "Spread of the per-case MAE (test double)"
+    metrics = {"mae_range_hu": MetricInfo("HU", "max - min of the per-case MAE"),
+               "n_cases": MetricInfo("1", "cases per sex", "higher")}
+
+    @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+    class Options:
+        fail: bool = False
+
+    seen: list[CohortInput] = []
+
+    def run_cohort(self, data: CohortInput) -> CheckOutput:
+        type(self).seen.append(data)
+        if self.options.fail:
+            raise ValueError("cannot split the cohort: every case has the same sex")
+        mae = data.measurements[(data.measurements.metric == "mae_hu")
+                                & (data.measurements.label == "")]
+        counts = data.cases.groupby("sex").size()
+        return CheckOutput(
+            (Measurement("mae_range_hu", mae.value.max() - mae.value.min(), "HU"),
+             *(Measurement("n_cases", float(n), "1", sex) for sex, n in counts.items())),
+            {"cases_seen": sorted(data.cases.case_id)})
+
+
+@pytest.fixture()
+def spread_check(monkeypatch):
+    import checks.registry
+
+    monkeypatch.setitem(checks.registry._REGISTRY, "mae_spread",
+                        f"{__name__}:_Spread")
+    _Spread.seen.clear()
+    return _Spread
+
+
+def _with_cohort_check(protocol, body: str):
+    text = protocol.read_text(encoding="utf-8") + body
+    protocol.write_text(text, encoding="utf-8")
+    return protocol
+
+
+_SPREAD = """\
+  - check: mae_spread
+    tolerances:
+      mae_range_hu: {tolerance: {max: 50}, action: {max: 80}}
+"""
+
+
+def test_a_cohort_check_runs_once_after_the_cases_and_is_stored_without_case(
+        tmp_path, store, spread_check):
+    protocol = _with_cohort_check(write_precomputed_cohort(tmp_path / "cohort", OFFSETS),
+                                  _SPREAD)
+    outcome = run_protocol(protocol, store)
+
+    assert len(spread_check.seen) == 1
+    seen = spread_check.seen[0]
+    assert list(seen.measurements.columns) == ["case_id", "check_id", "check", "metric",
+                                               "label", "value", "unit"]
+    assert set(seen.measurements.check_id) == {"hu_accuracy"}  # per-case results only
+    assert list(seen.cases.columns) == ["case_id", "sex", "bmi"]
+    assert seen.cases.case_id.tolist() == list(OFFSETS)
+    assert seen.cases.bmi.tolist() == [20.0, 23.0, 26.0, 29.0]
+    assert seen.verdicts.case_id.notna().all() and len(seen.verdicts) == len(OFFSETS)
+    assert seen.attributes["bmi"] == {"min": 10.0, "max": 70.0, "unit": "kg/m2",
+                                      "required": True}
+
+    cohort_rows = store.measurements(outcome.run_id, check_id="mae_spread")
+    assert cohort_rows.case_id.isna().all()
+    got = dict(zip(cohort_rows.metric + "[" + cohort_rows.label + "]", cohort_rows.value,
+                   strict=True))
+    # |offsets| = 10, 20, 80, 100 HU: range 90 HU; sexes alternate F, M, F, M
+    assert got == pytest.approx({"mae_range_hu[]": 90.0, "n_cases[F]": 2.0, "n_cases[M]": 2.0},
+                                abs=1e-3)
+    assert store.details(outcome.run_id, check_id="mae_spread").payload.tolist() == [
+        list(OFFSETS)]
+    verdicts = store.verdicts(outcome.run_id)
+    spread = verdicts[verdicts.check_id == "mae_spread"]
+    assert len(spread) == 1 and spread.case_id.isna().all()
+    assert (spread.statistic.iloc[0], spread.level.iloc[0]) == ("value", "ACTION")
+    assert "> action max 80 HU" in spread.message.iloc[0]
+    assert outcome.summary["cohort_checks_with_errors"] == []
+
+
+def test_a_failing_cohort_check_is_a_run_error_and_loses_nothing_else(
+        tmp_path, store, spread_check):
+    protocol = _with_cohort_check(
+        write_precomputed_cohort(tmp_path / "cohort", {"A": 10.0, "B": 20.0}),
+        _SPREAD + "    options: {fail: true}\n")
+    outcome = run_protocol(protocol, store)
+
+    assert outcome.exit_code == ExitCode.ERRORS
+    assert outcome.summary["cohort_checks_with_errors"] == ["mae_spread"]
+    assert outcome.summary["cases_with_errors"] == []
+    errors = store.errors(outcome.run_id)
+    assert len(errors) == 1
+    error = errors.iloc[0]
+    assert error.check_id == "mae_spread" and pd.isna(error.case_id)
+    assert error.message == ("cohort check 'mae_spread' could not be run: ValueError: cannot "
+                             "split the cohort: every case has the same sex")
+    # the per-case results and the cohort statistics are all there
+    assert len(store.measurements(outcome.run_id, check_id="hu_accuracy")) > 0
+    verdicts = store.verdicts(outcome.run_id)
+    assert verdicts.statistic.tolist() == ["value", "value", "mean"]
+    assert store.run(outcome.run_id)["status"] == "complete"
+
+
+def test_grading_a_cohort_measurement_gives_a_cohort_verdict():
+    from qa.protocol import CheckSpec
+    from qa.verdicts import grade_measurements
+
+    spec = CheckSpec.model_validate({
+        "check": "mae_spread", "id": "spread",
+        "tolerances": {"mae_range_hu": {"tolerance": {"max": 50}, "action": {"max": 80}}}})
+    (verdict,) = grade_measurements(spec, None, [Measurement("mae_range_hu", 60.0, "HU")])
+    assert verdict.case_id is None and verdict.statistic == "value"
+    assert verdict.level == "TOLERANCE" and verdict.value == 60.0

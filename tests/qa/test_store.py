@@ -33,7 +33,9 @@ from qa.store._schema import metadata
 
 UTC = dt.timezone.utc
 PG_PASSWORD = "pw-never-shown"  # trust auth ignores it; used to check masking
-TABLES = ("runs", "cases", "measurements", "verdicts", "errors", "validations", "details")
+TABLES = ("runs", "cases", "measurements", "verdicts", "errors", "validations", "details",
+          "baselines")
+HEAD_REVISION = "0003"
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -164,8 +166,8 @@ def test_open_migrates_empty_database_to_tables_matching_the_code(store):
         differences = compare_metadata(
             MigrationContext.configure(connection, opts={"compare_type": True}), metadata)
     assert names == {*TABLES, "alembic_version"}
-    assert version == [("0001",)]
-    assert differences == []  # migration 0001 and qa/store/_schema.py describe one schema
+    assert version == [(HEAD_REVISION,)]
+    assert differences == []  # the migrations and qa/store/_schema.py describe one schema
     assert store.runs().empty and list(store.runs().columns) == list(RUN_COLUMNS)
 
 
@@ -349,8 +351,9 @@ def test_order_follows_case_position_whatever_the_insertion_order(store):
 
 def test_database_refuses_updates_and_deletes(store):
     run_id = fill_run(store)
-    statements = [f"UPDATE {table} SET run_id = run_id" for table in TABLES[1:]]
-    statements += [f"DELETE FROM {table}" for table in TABLES]
+    tables = [table for table in TABLES if table != "baselines"]  # empty here: see below
+    statements = [f"UPDATE {table} SET run_id = run_id" for table in tables[1:]]
+    statements += [f"DELETE FROM {table}" for table in tables]
     statements += ["UPDATE runs SET protocol_hash = 'forged'"]
     with store._engine.connect() as connection:
         for statement in statements:
@@ -498,4 +501,180 @@ def test_concurrent_first_opens_migrate_once(tmp_path):
     with Store(f"sqlite:///{tmp_path / 'qa.db'}") as opened:
         with opened._engine.connect() as connection:
             assert connection.exec_driver_sql(
-                "SELECT version_num FROM alembic_version").all() == [("0001",)]
+                "SELECT version_num FROM alembic_version").all() == [(HEAD_REVISION,)]
+
+
+# ------------------------------------------------------------------ cohort-level results
+
+
+def test_cohort_level_measurements_and_details_have_no_case_and_come_last(store):
+    run_id = fill_run(store)
+    store.add_measurements(run_id, None, "bias", "subgroup_bias", [
+        Measurement("mae_difference_hu", 12.5, "HU", "bmi>=30"),
+        Measurement("p_value", 0.003, "1", "bmi>=30")])
+    store.add_details(run_id, None, "bias", {"groups": {"bmi>=30": 6, "bmi<30": 18}})
+
+    got = store.measurements(run_id)
+    assert got["case_id"].tolist()[:5] == ["p01", "p01", "p01", "p02", "p02"]
+    assert got["case_id"].iloc[5:].isna().all()  # cohort rows after every case row
+    assert got["metric"].tolist()[5:] == ["mae_difference_hu", "p_value"]
+    np.testing.assert_array_equal(got["value"].iloc[5:], [12.5, 0.003])
+    cohort = store.measurements(run_id, check_id="bias")
+    assert cohort["check"].tolist() == ["subgroup_bias"] * 2
+    details = store.details(run_id)
+    assert pd.isna(details["case_id"].iloc[-1])
+    assert details["name"].iloc[-1] == "groups"  # one row per top-level key
+    assert details["payload"].iloc[-1] == {"bmi>=30": 6, "bmi<30": 18}
+
+
+def test_a_cohort_result_is_stored_once_per_run(store):
+    run_id = new_run(store)
+    store.add_measurements(run_id, None, "bias", "subgroup_bias", [Measurement("m", 1.0, "1")])
+    with pytest.raises(ValueError, match="cohort level \\(no case\\), check 'bias': a "
+                                         "\\(metric, label\\) pair was given twice"):
+        store.add_measurements(run_id, None, "bias", "subgroup_bias",
+                               [Measurement("m", 2.0, "1")])
+    store.add_details(run_id, None, "bias", {"groups": 1})
+    with pytest.raises(ValueError, match="cohort level \\(no case\\), check 'bias': details "
+                                         "already stored"):
+        store.add_details(run_id, None, "bias", {"groups": 2})
+    # another run may hold the same cohort key
+    other = new_run(store)
+    store.add_measurements(other, None, "bias", "subgroup_bias", [Measurement("m", 3.0, "1")])
+    assert store.measurements(run_id)["value"].tolist() == [1.0]
+
+
+def test_cohort_rows_of_an_unknown_or_finished_run_are_refused(store):
+    with pytest.raises(UnknownRunError, match="run 99 not found"):
+        store.add_measurements(99, None, "bias", "subgroup_bias", [Measurement("m", 1.0, "1")])
+    run_id = new_run(store)
+    store.finish_run(run_id, "complete")
+    with pytest.raises(ValueError, match="already finished"):
+        store.add_details(run_id, None, "bias", {"groups": 1})
+
+
+def test_cohort_rows_are_append_only_too(store):
+    run_id = new_run(store)
+    store.add_measurements(run_id, None, "bias", "subgroup_bias", [Measurement("m", 1.0, "1")])
+    store.add_details(run_id, None, "bias", {"groups": 1})
+    with store._engine.connect() as connection:
+        for statement in ("UPDATE measurements SET value = 0", "DELETE FROM measurements",
+                          "UPDATE details SET name = 'x'", "DELETE FROM details"):
+            with pytest.raises(sa.exc.DatabaseError, match="append-only"):
+                with connection.begin():
+                    connection.exec_driver_sql(statement)
+
+
+def _upgrade_to(url: str, revision: str) -> None:
+    from alembic import command
+
+    engine = store_engine.make_engine(url)
+    try:
+        with engine.connect().execution_options(qa_write=True) as connection, \
+                connection.begin():
+            config = store_engine._alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def test_a_0001_store_with_data_migrates_to_cohort_results_keeping_everything(store_url):
+    _upgrade_to(store_url, "0001")
+    engine = sa.create_engine(store_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO runs (uid, protocol_name, protocol_kind, protocol_hash, protocol_text, "
+            "dataset_hash, case_table_path, model_name, model_version, model_adapter, "
+            "model_details, software_version, operator, hostname, started_at, status) VALUES "
+            "('u1', 'p', 'commissioning', 'h', 't', 'd', 'c.csv', 'm', '1', 'torch', '{}', "
+            "'0.1', 'op', 'host', '2026-01-01 00:00:00', 'running')")
+        connection.exec_driver_sql("INSERT INTO cases (run_id, case_id, position, attributes, "
+                                   "status) VALUES (1, 'p01', 0, '{}', 'ok')")
+        connection.exec_driver_sql("INSERT INTO measurements (run_id, case_id, check_id, "
+                                   "\"check\", metric, label, value, unit) VALUES "
+                                   "(1, 'p01', 'hu', 'hu_accuracy', 'mae_hu', '', 55.5, 'HU')")
+        connection.exec_driver_sql("INSERT INTO details (run_id, case_id, check_id, name, "
+                                   "payload) VALUES (1, 'p01', 'hu', 'histogram', '[1, 2]')")
+        with pytest.raises(sa.exc.IntegrityError):  # 0001: every measurement has a case
+            with connection.begin_nested():
+                connection.exec_driver_sql(
+                    "INSERT INTO measurements (run_id, case_id, check_id, \"check\", metric, "
+                    "label, value, unit) VALUES (1, NULL, 'b', 'b', 'm', '', 1, '1')")
+    engine.dispose()
+
+    with Store(store_url) as store:  # opening migrates to head
+        with store._engine.connect() as connection:
+            differences = compare_metadata(
+                MigrationContext.configure(connection, opts={"compare_type": True}), metadata)
+        assert differences == []
+        assert store.measurements(1)[["case_id", "metric", "value"]].values.tolist() == [
+            ["p01", "mae_hu", 55.5]]
+        assert store.details(1)["payload"].tolist() == [[1, 2]]
+        store.add_measurements(1, None, "bias", "subgroup_bias", [Measurement("m", 2.0, "1")])
+        assert store.measurements(1)["case_id"].tolist()[0] == "p01"
+        assert pd.isna(store.measurements(1)["case_id"].iloc[1])
+        with store._engine.connect() as connection:
+            for statement in ("UPDATE measurements SET value = 0", "DELETE FROM details",
+                              "DELETE FROM cases"):
+                with pytest.raises(sa.exc.DatabaseError, match="append-only"):
+                    with connection.begin():
+                        connection.exec_driver_sql(statement)
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def _complete_run(store: Store, exit_code: int = 0, **overrides) -> int:
+    run_id = new_run(store, **overrides)
+    store.finish_run(run_id, "complete", exit_code=exit_code)
+    return run_id
+
+
+def test_a_baseline_records_who_when_why_and_the_model_and_never_erases_the_old(store):
+    first = _complete_run(store)
+    when = dt.datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+    b1 = store.set_baseline(first, operator="physicist A", reason="commissioning accepted",
+                            set_at=when)
+    second = _complete_run(store, model={"name": "mr2ct", "version": "2.2", "adapter": "torch",
+                                         "sha256": "d" * 64})
+    b2 = store.set_baseline(second, operator="physicist B", reason="v2.2 re-commissioned")
+    other = _complete_run(store, protocol_name="CBCT sCT")
+    b3 = store.set_baseline(other, operator="physicist A", reason="first")
+
+    listed = store.baselines()
+    assert listed["baseline_id"].tolist() == [b1, b2, b3]
+    assert listed["active"].tolist() == [False, True, True]
+    assert listed["previous_id"].isna().tolist() == [True, False, True]
+    assert listed["previous_id"].iloc[1] == b1  # the one it replaced, kept
+    row = listed.iloc[0]
+    assert (row.run_id, row.operator, row.reason, row.model_version, row.model_sha256) == (
+        first, "physicist A", "commissioning accepted", "2.1", "c" * 64)
+    assert row.set_at == pd.Timestamp(when)
+    active = store.active_baseline("MR-to-sCT pelvis")
+    assert (active["baseline_id"], active["run_id"], active["model_version"]) == (b2, second,
+                                                                                  "2.2")
+    assert store.active_baseline("no such protocol") is None
+    assert store.baselines("CBCT sCT")["baseline_id"].tolist() == [b3]
+    with store._engine.connect() as connection:
+        for statement in ("UPDATE baselines SET reason = 'x'", "DELETE FROM baselines"):
+            with pytest.raises(sa.exc.DatabaseError, match="append-only"):
+                with connection.begin():
+                    connection.exec_driver_sql(statement)
+
+
+def test_a_baseline_needs_a_reason_and_a_complete_run_without_errors(store):
+    running = new_run(store)
+    with pytest.raises(ValueError, match="needs a reason"):
+        store.set_baseline(running, operator="A", reason="  ")
+    with pytest.raises(ValueError, match="needs the operator"):
+        store.set_baseline(running, operator="", reason="r")
+    with pytest.raises(ValueError, match=f"run {running} is running, not complete"):
+        store.set_baseline(running, operator="A", reason="r")
+    with pytest.raises(UnknownRunError, match="run 99 not found"):
+        store.set_baseline(99, operator="A", reason="r")
+    with_errors = _complete_run(store, exit_code=30)
+    with pytest.raises(ValueError, match="exited 30 \\(some cases or checks could not be "
+                                         "run\\): a baseline must hold every case"):
+        store.set_baseline(with_errors, operator="A", reason="r")
+    assert store.baselines().empty
