@@ -214,6 +214,47 @@ def semantic_problems(data: dict) -> list[tuple[str, str]]:
         classes[name] = cls
         problems.extend(_check_item_problems(where, item, cls))
     problems.extend(role_kinds(data, classes)[1])
+    problems.extend(_baseline_problems(data, checks, classes))
+    return problems
+
+
+def _baseline_problems(data: dict, checks: list, classes: dict[str, type[Check]]
+                       ) -> list[tuple[str, str]]:
+    """``baseline:`` only in periodic protocols, naming per-case checks and their metrics;
+    the check ids ``baseline`` / ``baseline.*`` are the engine's."""
+    problems: list[tuple[str, str]] = []
+    by_id: dict[str, type[Check]] = {}
+    for i, item in enumerate(checks):
+        if not isinstance(item, dict):
+            continue
+        check_id = item.get("id", item.get("check"))
+        if isinstance(check_id, str) and (check_id == "baseline"
+                                          or check_id.startswith("baseline.")):
+            problems.append((f"checks[{i}].id", f"check id {check_id!r} is reserved for the "
+                             "baseline comparison; choose another id"))
+        if isinstance(check_id, str) and item.get("check") in classes:
+            by_id[check_id] = classes[item["check"]]
+    baseline = data.get("baseline")
+    if not isinstance(baseline, dict):
+        return problems
+    if data.get("kind") != "periodic":
+        problems.append(("baseline", "a baseline comparison belongs to a periodic protocol; "
+                         "set kind: periodic or remove baseline:"))
+    levels = baseline.get("levels")
+    for check_id, metrics in (levels.items() if isinstance(levels, dict) else []):
+        cls = by_id.get(check_id)
+        if cls is None:
+            problems.append((f"baseline.levels.{check_id}", f"no check with id {check_id!r}; "
+                             f"ids: {', '.join(by_id) or 'none'}"))
+            continue
+        if getattr(cls, "scope", "case") == "cohort":
+            problems.append((f"baseline.levels.{check_id}", "baseline levels compare per-case "
+                             f"values; {check_id!r} is a cohort-level check"))
+            continue
+        for key in (metrics if isinstance(metrics, dict) else {}):
+            problem = _metric_key_problem(key, cls)
+            if problem:
+                problems.append((f"baseline.levels.{check_id}.{key}", problem))
     return problems
 
 

@@ -42,9 +42,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from checks.base import Measurement
+from qa.protocol import BaselineSpec
 from qa.store import Store
 from qa.verdicts import Bound, Level, Levels, Verdict, grade, split_metric_key
 
@@ -56,15 +57,6 @@ logger = logging.getLogger(__name__)
 BASELINE_CHECK_ID = "baseline"
 """Check id of the cohort verdicts and details of the comparison (reserved)."""
 _UNCHANGED = Levels(Bound(max=0.0), Bound(max=0.0))
-
-
-class BaselineSpec(BaseModel):
-    """The protocol's optional ``baseline:`` key (see the module docstring)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    protocol: str | None = None
-    levels: dict[str, dict[str, Levels]] = {}
 
 
 def baseline_spec(protocol: Any) -> BaselineSpec:

@@ -33,7 +33,7 @@ from qa.verdicts import Bound, Levels, nesting_problem
 
 __all__ = [
     "load_protocol", "Protocol", "ModelSpec", "AttributeSpec", "RoleSpec", "CheckSpec",
-    "CohortSpec", "ValidationSpec",
+    "CohortSpec", "ValidationSpec", "BaselineSpec",
 ]
 
 logger = logging.getLogger(__name__)
@@ -245,6 +245,18 @@ class ValidationSpec(_Frozen):
         return value
 
 
+class BaselineSpec(_Frozen):
+    """The optional ``baseline:`` key of a periodic protocol (see ``docs/periodic.md``).
+
+    ``protocol``: name of the protocol whose baseline applies (default: this protocol's
+    name). ``levels``: check id -> metric key (``metric`` or ``metric[label]``) -> levels on
+    the absolute difference to the baseline value, in the metric's unit.
+    """
+
+    protocol: str | None = None
+    levels: dict[str, dict[str, Levels]] = Field(default_factory=dict)
+
+
 class Protocol(_Frozen):
     """A validated protocol. Build it with :func:`load_protocol`.
 
@@ -263,6 +275,7 @@ class Protocol(_Frozen):
     roles: dict[_Name, RoleSpec] = Field(default_factory=dict)
     checks: list[CheckSpec] = Field(min_length=1)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    baseline: BaselineSpec | None = None
     risk: str | None = None
 
     _path: Path = PrivateAttr(default=Path("protocol.yaml"))

@@ -217,7 +217,7 @@ def test_unknown_top_level_key_lists_allowed_keys(tmp_path: Path) -> None:
     message, problems = problems_of(tmp_path, VALID + "colour: blue\n")
     assert problems == [("colour", "unknown key 'colour'; allowed keys: name, kind, "
                          "description, operator, model, cases, attributes, roles, checks, "
-                         "validation, risk")]
+                         "validation, baseline, risk")]
     assert "1 problem in the protocol" in message
 
 
@@ -448,3 +448,22 @@ def test_a_cohort_check_takes_options_and_levels_but_no_slot_bindings(tmp_path, 
     message, _ = problems_of(tmp_path, text.replace("options: {threshold_hu: 5}",
                                                     "options: {threshold_hu: 5}\n    mask: body"))
     assert "unknown key 'mask'" in message
+
+
+def test_baseline_levels_belong_to_periodic_protocols_and_name_real_metrics(tmp_path,
+                                                                           monkeypatch):
+    register_fake_checks(monkeypatch)
+    periodic = VALID.replace("kind: commissioning", "kind: periodic")
+    good = periodic + ("baseline:\n  levels:\n    hu_body:\n"
+                       "      mae_hu: {tolerance: {max: 5}, action: {max: 10}}\n")
+    protocol = load_protocol(write_protocol(tmp_path, good))
+    assert protocol.baseline.levels["hu_body"]["mae_hu"].action.max == 10
+
+    message, _ = problems_of(tmp_path, good.replace("kind: periodic", "kind: commissioning"))
+    assert "belongs to a periodic protocol" in message
+    message, _ = problems_of(tmp_path, good.replace("    hu_body:\n", "    hu_other:\n"))
+    assert "no check with id 'hu_other'" in message
+    message, _ = problems_of(tmp_path, good.replace("      mae_hu: {", "      dice: {"))
+    assert "has no metric 'dice'" in message
+    message, _ = problems_of(tmp_path, periodic.replace("id: hu_body", "id: baseline.x"))
+    assert "reserved for the baseline comparison" in message
