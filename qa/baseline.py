@@ -17,8 +17,10 @@ protocol named by ``baseline.protocol``:
   ``baseline.<check_id>``, check ``baseline``. Where the protocol gives levels
   (``baseline.levels.<check_id>.<metric>[<label>]``), ``|difference|`` is graded against them
   (per-case verdict, statistic ``abs_difference``); a baseline case whose value is missing or
-  not finite in this run is ACTION (not measured is not a pass). Baseline cases absent from
-  the run are counted in the cohort verdict ``baseline / constancy_cases_missing`` (ACTION
+  not finite in this run is ACTION (not measured is not a pass). The constancy set is
+  ``baseline.constancy_cases`` when the protocol declares it, else every case of the
+  baseline run; constancy cases absent from the run (or from the baseline) are counted
+  in the cohort verdict ``baseline / constancy_cases_missing`` (ACTION
   when any). Cases of the run that are not in the baseline (recent clinical cases) are not
   compared. Every compared row (baseline, current, difference) is kept in the cohort detail
   ``baseline / comparison``.
@@ -156,9 +158,15 @@ def compare_with_baseline(current: pd.DataFrame, reference: pd.DataFrame,
     ref = reference[[*keys, "value", "unit"]].rename(columns={"value": "baseline",
                                                               "unit": "baseline_unit"})
     now = current[[*keys, "value", "unit"]].rename(columns={"value": "current"})
-    base_cases = list(dict.fromkeys(ref["case_id"]))
+    in_baseline = list(dict.fromkeys(ref["case_id"]))
     run_cases = set(now["case_id"])
-    missing = [c for c in base_cases if c not in run_cases]
+    if spec.constancy_cases is None:
+        base_cases = in_baseline
+        missing = [c for c in base_cases if c not in run_cases]
+    else:  # declared constancy set: each case must be in both runs
+        base_cases = [c for c in spec.constancy_cases if c in set(in_baseline)]
+        missing = [c for c in spec.constancy_cases
+                   if c not in run_cases or c not in set(in_baseline)]
     merged = now[now["case_id"].isin(set(base_cases))].merge(ref, on=keys, how="inner",
                                                             sort=False)
     merged["difference"] = merged["current"] - merged["baseline"]

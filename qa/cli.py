@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--cases", type=int, default=24, help="number of cases (default 24)")
     demo.add_argument("--workers", type=int, default=1, metavar="N")
     demo.add_argument("--lang", default="en", choices=("en", "fr"))
+    demo.add_argument("--months", type=int, default=0, metavar="N",
+                      help="also simulate N monthly periodic runs (12: the model is silently "
+                           "replaced at month 8, the scanner protocol changes at month 10)")
     return parser
 
 
@@ -346,7 +349,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     store = _open_store(args.store)
     try:
         runs = run_demo(args.out, store, n_cases=args.cases, workers=args.workers,
-                        language=args.lang)
+                        language=args.lang, months=args.months)
     finally:
         store.close()
     for run in runs:

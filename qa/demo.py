@@ -34,11 +34,16 @@ class DemoRun:
 
 
 def run_demo(out_dir: Path, store, *, n_cases: int = 24, workers: int = 1,
-             language: str = "en") -> list[DemoRun]:
+             language: str = "en", months: int = 0) -> list[DemoRun]:
     """Generate the cohort under ``out_dir``, run every demo part into ``store``, write the
-    reports; return one :class:`DemoRun` per part, in order."""
+    reports; with ``months`` > 0 also simulate that many monthly periodic runs
+    (:mod:`fixtures.periodic_demo`, its commissioning run set as the baseline) and report the
+    last month. Return one :class:`DemoRun` per report, in order."""
     from reports.html import render_run_report
 
+    if 0 < months < 3:
+        raise QAInputError(f"--months needs at least 3 months to chart, got {months}",
+                           field="--months")
     cohort = _fixtures_module("fixtures.cohort")
     demo_parts = _fixtures_module("fixtures.demo_parts")
     out_dir = Path(out_dir).resolve()
@@ -53,6 +58,20 @@ def run_demo(out_dir: Path, store, *, n_cases: int = 24, workers: int = 1,
         report = out_dir / f"report-run-{outcome.run_id}.html"
         render_run_report(store, outcome.run_id, report, language=language)
         runs.append(DemoRun(part.TITLE, outcome.run_id, int(outcome.exit_code), report))
+    if months > 0:
+        periodic = _fixtures_module("fixtures.periodic_demo")
+        logger.info("simulating %d months of periodic QA", months)
+        _, run_ids, _ = periodic.run_periodic_demo(
+            out_dir / "periodic", store, months=range(1, months + 1),
+            baseline_months=min(6, months - 1))
+        for label, run_id in run_ids.items():
+            run = store.run(run_id)
+            logger.info("periodic %s: run %d, exit code %s", label, run_id, run["exit_code"])
+        last = list(run_ids)[-1]
+        report = out_dir / f"report-run-{run_ids[last]}.html"
+        render_run_report(store, run_ids[last], report, language=language)
+        runs.append(DemoRun(f"periodic QA, {last}", run_ids[last],
+                            int(store.run(run_ids[last])["exit_code"]), report))
     return runs
 
 

@@ -249,11 +249,14 @@ class BaselineSpec(_Frozen):
     """The optional ``baseline:`` key of a periodic protocol (see ``docs/periodic.md``).
 
     ``protocol``: name of the protocol whose baseline applies (default: this protocol's
-    name). ``levels``: check id -> metric key (``metric`` or ``metric[label]``) -> levels on
+    name). ``constancy_cases``: the case ids of the constancy set (default: every case of
+    the baseline run); each must be in the run and in the baseline, else ACTION.
+    ``levels``: check id -> metric key (``metric`` or ``metric[label]``) -> levels on
     the absolute difference to the baseline value, in the metric's unit.
     """
 
     protocol: str | None = None
+    constancy_cases: list[str] | None = None
     levels: dict[str, dict[str, Levels]] = Field(default_factory=dict)
 
 
@@ -367,13 +370,16 @@ class Protocol(_Frozen):
         return {r: list(d.members) for r, d in self.roles.items() if d.members is not None}
 
     def ct_roles(self) -> set[str]:
-        """Image roles holding Hounsfield units: declared ``modality: CT`` or bound to the
-        reference/evaluated slots of ``hu_accuracy``."""
+        """Image roles holding Hounsfield units: declared ``modality: CT``, or bound to the
+        reference/evaluated slots of ``hu_accuracy`` (except the output of a model the engine
+        runs: its HU values are what the checks judge, not input data to validate)."""
         roles = {r for r, d in self.roles.items() if d.kind == "image"
                  and (d.modality or "").upper() == "CT"}
+        produced = self.model.output if self.model.adapter != "precomputed" else None
         for spec in self.checks:
             for slot in _HU_SLOTS.get(spec.check, ()):
-                if slot in spec.bindings:
+                # a model's output is judged by the checks, not by data validation
+                if slot in spec.bindings and spec.bindings[slot] != produced:
                     roles.add(spec.bindings[slot])
         return roles
 

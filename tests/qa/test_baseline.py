@@ -59,6 +59,20 @@ def test_differences_are_current_minus_baseline_graded_on_their_absolute_value()
     assert (by_case["A"].tolerance_max, by_case["A"].action_max) == (5.0, 10.0)
 
 
+def test_a_declared_constancy_set_is_compared_alone():
+    # commissioning ran 4 cases; the monthly constancy set is A and B only
+    reference = _rows({"A": 50.0, "B": 60.0, "C": 70.0, "D": 40.0})
+    spec = SPEC.model_copy(update={"constancy_cases": ["A", "B"]})
+    differences, verdicts, missing = compare_with_baseline(_rows({"A": 51.0, "B": 60.0}),
+                                                           reference, spec)
+    assert missing == [] and differences.case_id.tolist() == ["A", "B"]
+    assert {v.case_id: v.level for v in verdicts} == {"A": "OK", "B": "OK"}
+    # a constancy case missing from the run, or never in the baseline, cannot pass
+    spec = SPEC.model_copy(update={"constancy_cases": ["A", "B", "Z"]})
+    _, _, missing = compare_with_baseline(_rows({"A": 51.0}), reference, spec)
+    assert missing == ["B", "Z"]
+
+
 def test_a_metric_with_levels_but_not_measured_now_cannot_pass():
     reference = _rows({"A": 50.0})
     current = _rows({"A": 50.0}, check_id="other")
