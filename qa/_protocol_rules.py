@@ -218,6 +218,38 @@ def semantic_problems(data: dict) -> list[tuple[str, str]]:
     return problems
 
 
+def _trend_problems(data: dict, checks: list) -> list[tuple[str, str]]:
+    """``trend:`` entries chart cohort statistics that a check of the protocol declares."""
+    trend = data.get("trend")
+    if not isinstance(trend, list) or not trend:
+        return []
+    problems: list[tuple[str, str]] = []
+    if data.get("kind") != "periodic":
+        problems.append(("trend", "control charts follow a periodic protocol's runs; set "
+                         "kind: periodic or remove trend:"))
+    declared: dict[str, set[tuple[str, str]]] = {}
+    for item in checks:
+        if isinstance(item, dict):
+            check_id = item.get("id", item.get("check"))
+            cohort = item.get("cohort") if isinstance(item.get("cohort"), list) else []
+            declared[str(check_id)] = {(str(c.get("metric")), str(c.get("statistic")))
+                                       for c in cohort if isinstance(c, dict)}
+    for i, entry in enumerate(trend):
+        if not isinstance(entry, dict) or not isinstance(entry.get("check"), str):
+            continue
+        check_id = entry["check"]
+        if check_id not in declared:
+            problems.append((f"trend[{i}].check", f"no check with id {check_id!r}; ids: "
+                             f"{', '.join(declared) or 'none'}"))
+            continue
+        wanted = (str(entry.get("metric")), str(entry.get("statistic", "mean")))
+        if wanted not in declared[check_id]:
+            problems.append((f"trend[{i}]", f"check {check_id!r} declares no cohort statistic "
+                             f"{wanted[1]} of {wanted[0]}: add it under its cohort: so each "
+                             "run stores the value the chart follows"))
+    return problems
+
+
 def _baseline_problems(data: dict, checks: list, classes: dict[str, type[Check]]
                        ) -> list[tuple[str, str]]:
     """``baseline:`` only in periodic protocols, naming per-case checks and their metrics;
@@ -234,6 +266,7 @@ def _baseline_problems(data: dict, checks: list, classes: dict[str, type[Check]]
                              "baseline comparison; choose another id"))
         if isinstance(check_id, str) and item.get("check") in classes:
             by_id[check_id] = classes[item["check"]]
+    problems.extend(_trend_problems(data, checks))
     baseline = data.get("baseline")
     if not isinstance(baseline, dict):
         return problems

@@ -33,7 +33,7 @@ from qa.verdicts import Bound, Levels, nesting_problem
 
 __all__ = [
     "load_protocol", "Protocol", "ModelSpec", "AttributeSpec", "RoleSpec", "CheckSpec",
-    "CohortSpec", "ValidationSpec", "BaselineSpec",
+    "CohortSpec", "ValidationSpec", "BaselineSpec", "TrendSpec",
 ]
 
 logger = logging.getLogger(__name__)
@@ -260,6 +260,26 @@ class BaselineSpec(_Frozen):
     levels: dict[str, dict[str, Levels]] = Field(default_factory=dict)
 
 
+class TrendSpec(_Frozen):
+    """One cohort aggregate charted over a periodic protocol's runs (``trend:``).
+
+    ``check``: a check id of the protocol; ``metric``: ``metric`` or ``metric[label]``;
+    ``statistic``: a cohort statistic that check declares under ``cohort:`` for that metric
+    (the chart reads the stored cohort verdicts); ``charts``: any of ``imr``, ``ewma``,
+    ``cusum`` (:mod:`qa.trend`); ``baseline_points``: leading runs that set the limits
+    (>= 2; limits are provisional below 8); ``level`` of an alarm.
+    """
+
+    check: _Name
+    metric: str
+    statistic: Literal["mean", "median", "p95", "min", "max", "pass_rate"] = "mean"
+    charts: list[Literal["imr", "ewma", "cusum"]] = Field(
+        default_factory=lambda: ["imr", "ewma", "cusum"], min_length=1)
+    baseline_points: int = Field(default=6, ge=2)
+    run_rules: bool = False
+    level: Literal["TOLERANCE", "ACTION"] = "TOLERANCE"
+
+
 class Protocol(_Frozen):
     """A validated protocol. Build it with :func:`load_protocol`.
 
@@ -279,6 +299,7 @@ class Protocol(_Frozen):
     checks: list[CheckSpec] = Field(min_length=1)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     baseline: BaselineSpec | None = None
+    trend: list[TrendSpec] = Field(default_factory=list)
     risk: str | None = None
 
     _path: Path = PrivateAttr(default=Path("protocol.yaml"))
