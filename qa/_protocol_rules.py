@@ -267,6 +267,17 @@ def _baseline_problems(data: dict, checks: list, classes: dict[str, type[Check]]
         if isinstance(check_id, str) and item.get("check") in classes:
             by_id[check_id] = classes[item["check"]]
     problems.extend(_trend_problems(data, checks))
+    drift = data.get("drift")
+    if isinstance(drift, dict):
+        if data.get("kind") != "periodic":
+            problems.append(("drift", "input drift is judged against a baseline: set kind: "
+                             "periodic or remove drift:"))
+        attributes = data.get("attributes") if isinstance(data.get("attributes"), dict) else {}
+        for i, feature in enumerate(drift.get("features") or []):
+            if feature not in attributes:
+                problems.append((f"drift.features[{i}]", f"{feature!r} is not a declared "
+                                 f"attribute; declare it under attributes: (known: "
+                                 f"{', '.join(attributes) or 'none'})"))
     baseline = data.get("baseline")
     if not isinstance(baseline, dict):
         return problems

@@ -33,7 +33,7 @@ from qa.verdicts import Bound, Levels, nesting_problem
 
 __all__ = [
     "load_protocol", "Protocol", "ModelSpec", "AttributeSpec", "RoleSpec", "CheckSpec",
-    "CohortSpec", "ValidationSpec", "BaselineSpec", "TrendSpec",
+    "CohortSpec", "ValidationSpec", "BaselineSpec", "TrendSpec", "DriftSpec",
 ]
 
 logger = logging.getLogger(__name__)
@@ -280,6 +280,15 @@ class TrendSpec(_Frozen):
     level: Literal["TOLERANCE", "ACTION"] = "TOLERANCE"
 
 
+class DriftSpec(_Frozen):
+    """Input drift of a periodic protocol (``drift:``): which declared attributes describe
+    the acquisition (scanner, kVp, slice thickness, HU percentiles ...), compared with the
+    baseline run's cases by :func:`qa.drift.detect_input_drift`; ``level`` of a finding."""
+
+    features: list[_Name] = Field(min_length=1)
+    level: Literal["TOLERANCE", "ACTION"] = "TOLERANCE"
+
+
 class Protocol(_Frozen):
     """A validated protocol. Build it with :func:`load_protocol`.
 
@@ -300,6 +309,7 @@ class Protocol(_Frozen):
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     baseline: BaselineSpec | None = None
     trend: list[TrendSpec] = Field(default_factory=list)
+    drift: DriftSpec | None = None
     risk: str | None = None
 
     _path: Path = PrivateAttr(default=Path("protocol.yaml"))

@@ -38,7 +38,7 @@ from qa.exitcodes import ExitCode, exit_code_for
 from qa.models import load_adapter
 from qa.protocol import Protocol, load_protocol
 from qa.store import Store
-from qa.trending import run_trend_charts
+from qa.trending import run_drift_check, run_trend_charts
 from qa.validation import validate_case_table, validate_image_metadata
 from qa.verdicts import Level, Verdict, grade_cohort, grade_measurements, worst_level
 
@@ -175,9 +175,10 @@ def _execute(protocol: Protocol, store: Store, run_id: int, case_table: CaseTabl
                                  for k in ("baseline_id", "run_id", "protocol_name")}
         try:
             verdicts.extend(run_trend_charts(store, run_id, protocol))
+            verdicts.extend(run_drift_check(store, run_id, protocol))
         except Exception as exc:  # keep the run: record why the charts are missing
             logger.exception("run %d: control charts failed", run_id)
-            store.add_error(run_id, f"the control charts could not be drawn: "
+            store.add_error(run_id, f"the control charts or the drift check failed: "
                                     f"{type(exc).__name__}: {exc} (please report this with "
                                     "the log)", check_id="trend")
             baseline_failed = True

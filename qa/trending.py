@@ -17,14 +17,16 @@ import pandas as pd
 
 from qa.store import Store
 from qa.trend import alarm_verdicts, cohort_series, cusum_chart, ewma_chart, imr_chart
-from qa.verdicts import Verdict, split_metric_key
+from qa.verdicts import Level, Verdict, split_metric_key
 
-__all__ = ["TREND_CHECK_ID", "run_trend_charts"]
+__all__ = ["TREND_CHECK_ID", "DRIFT_CHECK_ID", "run_trend_charts", "run_drift_check"]
 
 logger = logging.getLogger(__name__)
 
 #: Check id of the stored chart details.
 TREND_CHECK_ID = "trend"
+#: Check id of the input-drift verdicts.
+DRIFT_CHECK_ID = "drift"
 
 
 def run_trend_charts(store: Store, run_id: int, protocol: Any) -> list[Verdict]:
@@ -66,6 +68,38 @@ def run_trend_charts(store: Store, run_id: int, protocol: Any) -> list[Verdict]:
     store.add_details(run_id, None, TREND_CHECK_ID, details)
     store.add_verdicts(run_id, out)
     return out
+
+
+def run_drift_check(store: Store, run_id: int, protocol: Any) -> list[Verdict]:
+    """Compare the case attributes named in ``drift.features`` (scanner, kVp, slice
+    thickness, HU percentiles ...) of this run with those of the active baseline's run
+    (:func:`qa.drift.detect_input_drift`); store the report as validation scope
+    ``input_drift`` and one cohort verdict per feature that moved (metric ``input_drift``,
+    label = feature, level ``drift.level``). Nothing happens without a baseline or features.
+    """
+    spec = getattr(protocol, "drift", None)
+    if spec is None or not spec.features:
+        return []
+    from qa.baseline import baseline_spec
+    from qa.drift import detect_input_drift
+
+    name = baseline_spec(protocol).protocol or protocol.name
+    baseline = store.active_baseline(name)
+    if baseline is None:
+        return []
+    columns = ["case_id", *spec.features]
+    reference = store.cases(int(baseline["run_id"])).reindex(columns=columns)
+    current = store.cases(run_id)
+    current = current[current["status"] == "ok"].reindex(columns=columns)
+    report = detect_input_drift(reference, current)
+    store.add_validation(run_id, "input_drift", not report.drifted, report.to_dict(),
+                         statistics=report.validation.statistics)
+    verdicts = [Verdict(None, DRIFT_CHECK_ID, "input_drift", f.feature, "value", 1.0,
+                        Level(spec.level), None, None, None, None,
+                        f"input drift since baseline run {baseline['run_id']}: {f.message}")
+                for f in report.findings]
+    store.add_verdicts(run_id, verdicts)
+    return verdicts
 
 
 def _chart(name: str, series: pd.Series, spec: Any) -> Any:

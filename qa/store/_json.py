@@ -39,5 +39,6 @@ def to_json_text(value: Any, *, what: str) -> str:
 
 
 def from_json_text(text: str | None) -> Any:
-    """Decode a stored JSON text; ``None`` (SQL NULL) stays ``None``."""
-    return None if text is None else json.loads(text)
+    """Decode a stored JSON text; SQL NULL stays ``None`` (also when pandas' string
+    inference already turned it into a missing value)."""
+    return json.loads(text) if isinstance(text, str) else None

@@ -68,3 +68,32 @@ def test_trend_needs_a_periodic_protocol_and_a_declared_cohort_statistic(tmp_pat
                         + TREND.replace("statistic: mean", "statistic: p95"), encoding="utf-8")
     with pytest.raises(ProtocolError, match="declares no cohort statistic p95 of mae_hu"):
         load_protocol(protocol)
+
+
+def test_an_acquisition_change_since_the_baseline_is_reported_as_input_drift(tmp_path):
+    with Store(f"sqlite:///{tmp_path / 'qa.db'}") as store:
+        base = write_precomputed_cohort(tmp_path / "commissioning", {"A": 20.0, "B": 20.0,
+                                                                     "C": 20.0})
+        store.set_baseline(run_protocol(base, store).run_id, operator="t", reason="test")
+        results = {}
+        for name, bmi in (("same", None), ("moved", ["55", "58", "61"])):
+            protocol = _month(tmp_path / name, {"A": 20.0, "B": 20.0, "C": 20.0})
+            text = protocol.read_text(encoding="utf-8").replace(TREND, "")
+            protocol.write_text(text + "drift:\n  features: [bmi, sex]\n", encoding="utf-8")
+            if bmi:  # the same patients, now recorded with other values (a moved input)
+                table = protocol.with_name("cases.csv")
+                lines = table.read_text(encoding="utf-8").splitlines()
+                lines[1:] = [",".join([*row.split(",")[:-1], b])
+                             for row, b in zip(lines[1:], bmi, strict=True)]
+                table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            run_id = run_protocol(protocol, store).run_id
+            verdicts = store.verdicts(run_id)
+            results[name] = (verdicts[verdicts.check_id == "drift"],
+                             store.validations(run_id).set_index("scope").success)
+
+    same, same_validation = results["same"]
+    assert same.empty and bool(same_validation["input_drift"])
+    moved, moved_validation = results["moved"]
+    assert moved.label.tolist() == ["bmi"] and moved.level.tolist() == ["TOLERANCE"]
+    assert "input drift since baseline run 1" in moved.message.iloc[0]
+    assert not bool(moved_validation["input_drift"])
