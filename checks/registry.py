@@ -12,6 +12,8 @@ _REGISTRY: dict[str, str] = {
     "noise": "checks.noise_check:NoiseCheck",
     "noise_dose": "checks.noise_dose:NoiseDoseCheck",
     "ct_number": "checks.ct_number:CTNumberCheck",
+    "dvh": "checks._dvh_check:DVHCheck",
+    "gamma": "checks._gamma_check:GammaCheck",
     "hu_accuracy": "checks.hu:HUAccuracyCheck",
     "subgroup_bias": "checks.bias:SubgroupBiasCheck",
 }

@@ -1,0 +1,143 @@
+"""The engine's ``dvh`` check: thin wrapper of :func:`checks.dvh.dvh_differences`.
+
+Per structure (label = structure name): differences evaluated - reference of D98, D95,
+D50, D2, Dmean and D0.03cc in Gy and in percent of the prescription, V(x Gy) differences in
+percentage points; overall the SynthRAD2025 dose MAE over voxels >= 90 % of Rx. Details:
+each structure's cumulative DVH under both doses (for the report's curves).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from checks.base import Check, CheckOutput, Measurement, MetricInfo, Slot
+from checks.dvh import (
+    DVHInputError,
+    cumulative_dvh,
+    dvh_differences,
+    high_dose_mae,
+    structure_weights,
+)
+from qa.errors import QAInputError
+
+__all__ = ["DVHOptions", "DVHCheck"]
+
+_KEYS = ("d98", "d95", "d50", "d2", "dmean", "d0_03cc")
+_CURVE_POINTS = 120
+
+
+@pydantic_dataclass(config=ConfigDict(extra="forbid", frozen=True))
+class DVHOptions:
+    """Options of ``dvh``: ``prescription_gy`` (required, > 0) and ``v_levels_gy``."""
+
+    prescription_gy: float = Field(gt=0.0)
+    v_levels_gy: tuple[float, ...] = ()
+
+
+def _metrics() -> dict[str, MetricInfo]:
+    out = {}
+    for key in _KEYS:
+        name = key.replace("d0_03cc", "D0.03cc").upper() if key != "dmean" else "Dmean"
+        out[f"{key}_diff_gy"] = MetricInfo("Gy", f"{name} evaluated - reference "
+                                                 "(label: structure)", "zero")
+        out[f"{key}_diff_percent_rx"] = MetricInfo(
+            "%", f"{name} evaluated - reference, percent of the prescription", "zero")
+    out["v_diff_percent"] = MetricInfo("%", "V(x Gy) evaluated - reference, percentage "
+                                            "points (label: structure@xGy)", "zero")
+    out["dose_mae_percent_rx"] = MetricInfo(
+        "%", "SynthRAD dose MAE over voxels >= 90 % Rx, percent of Rx")
+    return out
+
+
+class DVHCheck(Check):
+    """DVH differences between the evaluated and the reference dose, per structure."""
+
+    name: ClassVar[str] = "dvh"
+    title: ClassVar[str] = "Dose agreement: DVH differences"
+    slots: ClassVar[dict[str, Slot]] = {
+        "reference": Slot("dose", True, "reference dose (Gy), e.g. computed on the CT"),
+        "evaluated": Slot("dose", True, "evaluated dose (Gy), e.g. computed on the sCT"),
+        "structures": Slot("structures", True, "structure set (PTV, OARs)",
+                           grid_from="reference"),
+    }
+    metrics: ClassVar[dict[str, MetricInfo]] = _metrics()
+    Options: ClassVar[type] = DVHOptions
+
+    def run(self, inputs: dict[str, Any]) -> CheckOutput:
+        """Measurements for one case from ``{"reference", "evaluated", "structures"}``."""
+        for slot_name, slot in self.slots.items():
+            if slot.required and inputs.get(slot_name) is None:
+                raise QAInputError(
+                    f"input {slot_name!r} ({slot.description}) is missing; map it to a "
+                    "case-table role in the protocol.", check=self.name)
+        opts = self.options
+        ref, ev, structures = inputs["reference"], inputs["evaluated"], inputs["structures"]
+        try:
+            diffs = dvh_differences(ref, ev, structures, prescription_gy=opts.prescription_gy,
+                                    v_levels_gy=opts.v_levels_gy)
+            mae, n_mae = high_dose_mae(ref, ev, prescription_gy=opts.prescription_gy)
+        except DVHInputError as exc:
+            if exc.input_name in ("reference", "evaluated"):
+                raise ValueError(f"input {exc.input_name!r}: {exc}") from exc
+            raise QAInputError(str(exc), check=self.name, field=exc.input_name) from exc
+        rows = [Measurement("dose_mae_percent_rx", mae, "%")]
+        curves = {}
+        for d in diffs:
+            for key in _KEYS:
+                rows.append(Measurement(f"{key}_diff_gy", d.diff_gy[key], "Gy", d.structure))
+                rows.append(Measurement(f"{key}_diff_percent_rx", d.diff_percent_rx[key], "%",
+                                        d.structure))
+            for key, value in d.reference.v_percent.items():
+                rows.append(Measurement("v_diff_percent", d.evaluated.v_percent[key] - value,
+                                        "%", f"{d.structure}@{key[1:]}"))
+            curves[d.structure] = _curves(ref, ev, structures[d.structure], d.structure)
+        details = {
+            "prescription_gy": opts.prescription_gy,
+            "high_dose_voxels": n_mae,
+            "dvh_curves": curves,
+            "table": {d.structure: {
+                "reference_gy": {**d.reference.d_gy, "dmean": d.reference.dmean_gy,
+                                 "d0_03cc": d.reference.d0_03cc_gy},
+                "evaluated_gy": {**d.evaluated.d_gy, "dmean": d.evaluated.dmean_gy,
+                                 "d0_03cc": d.evaluated.d0_03cc_gy},
+                "volume_cc": d.reference.volume_cc} for d in diffs},
+        }
+        return CheckOutput(measurements=tuple(rows), details=_clean(details))
+
+
+def _curves(ref, ev, mask, name: str) -> dict[str, Any]:
+    from checks.dvh import _aligned
+
+    weights = structure_weights(mask, ref, name)
+    top = max(float(np.max(np.where(weights > 0, ref.array, 0))),
+              float(np.max(np.where(weights > 0, _aligned(ref, ev).array, 0))))
+    width = max(top / _CURVE_POINTS, 1e-3)
+    voxel_cc = ref.voxel_volume_mm3 / 1000.0
+    d_ref, v_ref = cumulative_dvh(np.asarray(ref.array, float), weights, voxel_cc,
+                                  bin_width_gy=width)
+    d_ev, v_ev = cumulative_dvh(np.asarray(_aligned(ref, ev).array, float), weights, voxel_cc,
+                                bin_width_gy=width)
+    n = max(d_ref.size, d_ev.size)
+
+    def pad(v: np.ndarray) -> np.ndarray:
+        return np.concatenate([v, np.zeros(n - v.size)])
+
+    dose = np.arange(n) * width
+    return {"dose_gy": [round(float(x), 4) for x in dose],
+            "reference_percent": [round(float(x), 3) for x in pad(v_ref)],
+            "evaluated_percent": [round(float(x), 3) for x in pad(v_ev)]}
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,229 @@
+"""Gamma index: analytic answers, geometry, bad input (pymedphys cross-check in test_gamma_peer)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from checks.gamma import (
+    GammaInputError,
+    dose_volume_from_axes,
+    gamma_index,
+    gamma_indices,
+    parse_criterion,
+)
+from qa.volume import Volume
+
+SPACING = (2.5, 2.5, 2.5)
+BACKENDS = ["numba", "torch"]
+
+
+def _ramp(shape=(12, 10, 10), spacing=SPACING, origin=(0.0, 0.0, 0.0), slope_gy_per_mm=0.5,
+          offset_gy=20.0, shift_mm=0.0):
+    """Linear ramp along z: D(z) = offset + slope * (z - shift). Trilinear-exact."""
+    z = origin[0] + np.arange(shape[0]) * spacing[0]
+    arr = offset_gy + slope_gy_per_mm * (z - shift_mm)
+    return Volume(np.broadcast_to(arr[:, None, None], shape).copy(), spacing, origin)
+
+
+def _uniform(value=50.0, shape=(6, 6, 6), spacing=SPACING):
+    return Volume(np.full(shape, value), spacing)
+
+
+# -- analytic answers --------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_shifted_linear_ramp_gives_the_closed_form_gamma(backend):
+    # D_e(x) = D_r(x - d) on a ramp of slope b: dose difference delta = b d / dD, scaled
+    # gradient G = b DTA / dD, and gamma = delta / sqrt(1 + G^2) (minimum of a quadratic).
+    slope, shift, dta, dose_pct = 0.5, 1.0, 2.0, 3.0
+    ref = _ramp(shape=(12, 3, 3), slope_gy_per_mm=slope)
+    ev = _ramp(shape=(12, 3, 3), slope_gy_per_mm=slope, shift_mm=shift)
+    dd = dose_pct / 100 * ref.array.max()
+    expected = (slope * shift / dd) / math.sqrt(1 + (slope * dta / dd) ** 2)
+    r = gamma_index(ref, ev, dose_pct, dta, lower_cutoff_percent=0, backend=backend)
+    # interior points, more than max_gamma * DTA from the grid's z ends
+    interior = r.gamma[3:-3]
+    assert np.nanmax(np.abs(interior - expected)) < 1e-3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_steep_shifted_ramp_tends_to_shift_over_dta(backend):
+    # Steep gradient (G >> 1): gamma -> d / DTA, the pure-shift answer.
+    ref = _ramp(shape=(12, 3, 3), slope_gy_per_mm=20.0, offset_gy=20.0)
+    ev = _ramp(shape=(12, 3, 3), slope_gy_per_mm=20.0, offset_gy=20.0, shift_mm=0.8)
+    r = gamma_index(ref, ev, 1.0, 2.0, lower_cutoff_percent=0, backend=backend)
+    dd = 0.01 * ref.array.max()
+    g_scaled = 20.0 * 2.0 / dd
+    expected = (20.0 * 0.8 / dd) / math.sqrt(1 + g_scaled**2)
+    assert abs(expected - 0.8 / 2.0) < 0.02
+    assert np.nanmax(np.abs(r.gamma[3:-3] - expected)) < 1e-3
+
+
+@pytest.mark.parametrize(("k", "dose_pct", "expected", "backend"),
+                         [(1.015, 3.0, 0.5, "numba"), (0.98, 2.0, 1.0, "numba"),
+                          (1.03, 2.0, 1.5, "numba"), (1.015, 3.0, 0.5, "torch")])
+def test_a_uniform_scaling_by_k_gives_abs_k_minus_1_over_dose_criterion(k, dose_pct, expected,
+                                                                       backend):
+    ref = _uniform(shape=(4, 4, 4))
+    r = gamma_index(ref, ref.with_array(ref.array * k), dose_pct, 2.0, backend=backend)
+    np.testing.assert_allclose(r.gamma, expected, atol=1e-9)
+
+
+def test_local_gamma_uses_the_dose_at_each_point():
+    # Ramp scaled by 1.02: locally every point differs by 2 % of its own dose, so local
+    # 2 %/2 mm gives gamma <= 1 everywhere while global 1 % (of the max) fails near the top.
+    ref = _ramp(slope_gy_per_mm=0.2, offset_gy=10.0)
+    ev = ref.with_array(ref.array * 1.02)
+    local = gamma_index(ref, ev, 2.0, 2.0, local=True, lower_cutoff_percent=0)
+    assert local.pass_rate_percent == 100.0
+    assert np.nanmax(local.gamma) <= 1.0 + 1e-9
+    glob = gamma_index(ref, ev, 1.0, 0.1, lower_cutoff_percent=0)
+    assert glob.pass_rate_percent < 100.0
+
+
+def test_identical_doses_pass_everywhere_with_gamma_zero():
+    ref = _ramp()
+    r = gamma_index(ref, ref, 1.0, 1.0, lower_cutoff_percent=0)
+    assert r.pass_rate_percent == 100.0 and np.nanmax(r.gamma) == 0.0
+    assert r.n_evaluated == ref.array.size
+
+
+def test_several_criteria_in_one_call_equal_single_calls():
+    rng = np.random.default_rng(7)
+    ref = _ramp(slope_gy_per_mm=0.4)
+    ev = ref.with_array(ref.array * 1.01 + rng.normal(0, 0.2, ref.shape))
+    both = gamma_indices(ref, ev, ["3%/2mm", "1%/1mm"])
+    assert [r.criterion for r in both] == ["3%/2mm", "1%/1mm"]
+    single = gamma_index(ref, ev, 1.0, 1.0)
+    np.testing.assert_array_equal(both[1].gamma, single.gamma)
+
+
+def test_numba_and_torch_backends_agree():
+    rng = np.random.default_rng(11)
+    from scipy import ndimage
+    base = ndimage.gaussian_filter(rng.random((6, 10, 10)), 2) * 100
+    ref = Volume(base, SPACING)
+    ev = ref.with_array(np.clip(base * 1.02 + rng.normal(0, 0.3, base.shape), 0, None))
+    a = gamma_index(ref, ev, 2.0, 2.0, backend="numba")
+    b = gamma_index(ref, ev, 2.0, 2.0, backend="torch")
+    np.testing.assert_allclose(a.gamma, b.gamma, atol=2e-3, equal_nan=True)
+
+
+# -- geometry ------------------------------------------------------------------------------
+
+def test_different_spacing_and_origin_of_the_same_linear_dose_gives_gamma_zero():
+    # A linear dose is reproduced exactly by trilinear interpolation on any grid.
+    ref = _ramp(shape=(10, 8, 8), spacing=(2.5, 2.5, 2.5))
+    ev = _ramp(shape=(12, 9, 9), spacing=(3.0, 3.0, 3.0), origin=(-4.0, -3.0, -3.0))
+    r = gamma_index(ref, ev, 1.0, 1.0, lower_cutoff_percent=0)
+    assert r.n_outside_grid == 0
+    assert np.nanmax(r.gamma) < 1e-9
+
+
+def test_points_outside_the_evaluated_grid_are_counted_not_dropped():
+    ref = _ramp(shape=(10, 6, 6))
+    ev = _ramp(shape=(6, 6, 6))  # covers z = 0 .. 12.5 mm of the 0 .. 22.5 mm reference
+    r = gamma_index(ref, ev, 3.0, 2.0, lower_cutoff_percent=0)
+    assert r.n_outside_grid == 4 * 36
+    assert r.n_evaluated == 6 * 36
+    assert np.isnan(r.gamma[6:]).all() and not np.isnan(r.gamma[:6]).any()
+    assert r.n_evaluated + r.n_outside_grid + r.n_below_cutoff + r.n_outside_roi == ref.array.size
+
+
+def test_cutoff_roi_and_union_counts_are_disjoint_and_documented():
+    ref = _uniform(50.0, shape=(4, 6, 6))
+    arr = ref.array.copy()
+    arr[0] = 2.0  # below 10 % of 50 Gy
+    ref = ref.with_array(arr)
+    ev_arr = arr.copy()
+    ev_arr[0, 0, 0] = 30.0  # hot spot in the evaluated dose where the reference is low
+    ev = ref.with_array(ev_arr)
+    roi = ref.with_array(np.ones(ref.shape, bool))
+    roi.array[3] = False
+    r = gamma_index(ref, ev, 3.0, 2.0, roi=roi)
+    assert (r.n_outside_roi, r.n_below_cutoff, r.n_evaluated) == (36, 36, 72)
+    union = gamma_index(ref, ev, 3.0, 2.0, roi=roi, cutoff_on_union=True)
+    assert union.n_below_cutoff == 35 and union.n_evaluated == 73
+    assert union.gamma[0, 0, 0] > 1.0  # the hot spot fails; without the union it is unseen
+
+
+def test_descending_axes_give_the_same_gamma_as_ascending_ones():
+    ref = _ramp(shape=(8, 5, 5), slope_gy_per_mm=0.3)
+    ev = _ramp(shape=(8, 5, 5), slope_gy_per_mm=0.3, shift_mm=0.5)
+    axes = ref.axis_coordinates_mm()
+    flipped = dose_volume_from_axes(ev.array[::-1], (axes[0][::-1], axes[1], axes[2]))
+    a = gamma_index(ref, ev, 2.0, 2.0)
+    b = gamma_index(ref, flipped, 2.0, 2.0)
+    np.testing.assert_allclose(a.gamma, b.gamma, atol=1e-12, equal_nan=True)
+
+
+def test_uneven_axes_are_refused_with_the_axis_named():
+    with pytest.raises(GammaInputError, match=r"axis 0 \(z\) is not evenly spaced"):
+        dose_volume_from_axes(np.zeros((3, 2, 2)), ([0, 1, 3], [0, 1], [0, 1]))
+
+
+def test_result_records_serialise_and_histogram_counts_every_point():
+    ref = _ramp()
+    r = gamma_index(ref, ref.with_array(ref.array * 1.01), 3.0, 2.0)
+    d = r.to_dict()
+    assert "gamma" not in d and d["criterion"] == "3%/2mm"
+    assert sum(r.histogram_counts) == r.n_evaluated
+    assert r.histogram_edges[0] == 0.0 and r.histogram_edges[-1] == r.max_gamma
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["3/2", "3%-2mm", "3 %/ 2 cm", "", "x%/2mm"])
+def test_a_criterion_that_does_not_parse_is_refused(text):
+    with pytest.raises(GammaInputError, match="does not parse; write it as '<dose>%/<distance>mm'"):
+        parse_criterion(text)
+
+
+def test_criterion_parsing_accepts_decimals_and_spaces():
+    c = parse_criterion(" 2.5 % / 1.5 mm ")
+    assert (c.dose_percent, c.distance_mm, c.label) == (2.5, 1.5, "2.5%/1.5mm")
+
+
+@pytest.mark.parametrize("max_gamma", [1.0, 0.5, math.inf])
+def test_max_gamma_must_exceed_one(max_gamma):
+    ref = _uniform()
+    with pytest.raises(GammaInputError, match="max_gamma must be a finite number > 1") as err:
+        gamma_index(ref, ref, 3, 2, max_gamma=max_gamma)
+    assert err.value.input_name == "max_gamma"
+
+
+def test_nan_and_negative_doses_are_refused_naming_the_input():
+    ref = _uniform()
+    bad = ref.array.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(GammaInputError, match="evaluated dose has 1 non-finite value") as err:
+        gamma_index(ref, ref.with_array(bad), 3, 2)
+    assert err.value.input_name == "evaluated"
+    bad[0, 0, 0] = -1.0
+    with pytest.raises(GammaInputError, match="reference dose has 1 negative value"):
+        gamma_index(ref.with_array(bad), ref, 3, 2)
+
+
+def test_cgy_doses_are_refused():
+    ref = _uniform(50.0)
+    with pytest.raises(GammaInputError, match="evaluated dose is probably in cGy"):
+        gamma_index(ref, ref.with_array(ref.array * 100), 3, 2)
+    cgy = Volume(ref.array, ref.spacing, metadata={"dose_units": "CGY"})
+    with pytest.raises(GammaInputError, match="reference dose has DoseUnits 'CGY'"):
+        gamma_index(cgy, ref, 3, 2)
+
+
+def test_non_overlapping_grids_are_refused():
+    ref = _uniform()
+    far = Volume(ref.array, ref.spacing, origin=(500.0, 0.0, 0.0))
+    with pytest.raises(GammaInputError, match="does not overlap the reference points"):
+        gamma_index(ref, far, 3, 2)
+
+
+def test_an_empty_roi_is_refused():
+    ref = _uniform()
+    with pytest.raises(GammaInputError, match="roi is empty on the reference dose grid"):
+        gamma_index(ref, ref, 3, 2, roi=ref.with_array(np.zeros(ref.shape, bool)))
