@@ -24,6 +24,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_hu.py
+	$(PY) benchmarks/gamma_vs_pymedphys.py --quick
+	$(PY) benchmarks/bench_noise.py
+	$(PY) benchmarks/bench_bias.py
 
 clean:
 	rm -rf $(VENV) demo-output qa.db
