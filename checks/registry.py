@@ -15,6 +15,7 @@ _REGISTRY: dict[str, str] = {
     "dvh": "checks._dvh_check:DVHCheck",
     "gamma": "checks._gamma_check:GammaCheck",
     "hu_accuracy": "checks.hu:HUAccuracyCheck",
+    "segmentation": "checks.segmentation:SegmentationCheck",
     "subgroup_bias": "checks.bias:SubgroupBiasCheck",
 }
 

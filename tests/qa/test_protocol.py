@@ -217,7 +217,7 @@ def test_unknown_top_level_key_lists_allowed_keys(tmp_path: Path) -> None:
     message, problems = problems_of(tmp_path, VALID + "colour: blue\n")
     assert problems == [("colour", "unknown key 'colour'; allowed keys: name, kind, "
                          "description, operator, model, cases, attributes, roles, checks, "
-                         "validation, baseline, risk")]
+                         "validation, baseline, trend, drift, risk")]
     assert "1 problem in the protocol" in message
 
 

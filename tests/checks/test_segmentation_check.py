@@ -1,0 +1,142 @@
+"""Specification of the ``segmentation`` check: structure matching, flags, engine run.
+
+Expected numbers: identical masks (Dice 1), an absent prediction (Dice 0, distances NaN),
+and spheres whose exact Dice is the closed-form lens volume (tests/checks/_segmentation_analytic).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from checks.registry import get_check
+from checks.segmentation import SegmentationCheck, compare_masks
+from qa.errors import QAInputError
+from qa.io.structures import structure_metadata
+from qa.runner import run_protocol
+from qa.store import Store
+from qa.volume import GridMismatchError, Volume
+from tests.checks._segmentation_analytic import Sphere
+from tests.checks._segmentation_cohort import bladder, write_segmentation_cohort
+
+SPACING = (2.0, 1.0, 1.0)
+SHAPE = (16, 32, 32)
+
+
+def _ball(centre_mm, radius_mm) -> np.ndarray:
+    return Sphere(centre_mm, radius_mm).mask(SHAPE, SPACING)
+
+
+def _set(**masks) -> dict[str, Volume]:
+    return {name: structure_metadata(Volume(mask, SPACING), name)
+            for name, mask in masks.items()}
+
+
+BLADDER = _ball((15.3, 15.2, 14.8), 8.0)
+RECTUM = _ball((15.1, 22.4, 16.2), 4.5)
+
+
+def _rows(output, metric):
+    return {m.label: m.value for m in output.measurements if m.metric == metric}
+
+
+def test_registered_under_its_protocol_name():
+    assert get_check("segmentation") is SegmentationCheck
+    assert SegmentationCheck.slots["reference"].kind == "structures"
+    assert SegmentationCheck.slots["evaluated"].grid_from == "image"
+
+
+def test_names_match_after_normalisation_and_aliases():
+    check = SegmentationCheck(SegmentationCheck.Options(
+        structures=["bladder", "rectum"], aliases={"bladder": ["Vessie"]}))
+    output = check.run({"reference": _set(Bladder=BLADDER, **{"RECTUM ": RECTUM}),
+                        "evaluated": _set(vessie=BLADDER, rectum=RECTUM)})
+    assert _rows(output, "dice") == {"bladder": 1.0, "rectum": 1.0}
+    assert _rows(output, "missing_evaluated") == {"bladder": 0.0, "rectum": 0.0}
+    assert output.details["structures"]["bladder"]["evaluated_name"] == "vessie"
+    json.dumps(output.details, allow_nan=False)  # storable as it is
+
+
+def test_missing_and_extra_structures_are_reported_never_scored_perfect():
+    check = SegmentationCheck(SegmentationCheck.Options(
+        structures=["bladder", "rectum", "prostate"]))
+    output = check.run({"reference": _set(bladder=BLADDER, rectum=RECTUM),
+                        "evaluated": _set(bladder=BLADDER, femur_l=RECTUM)})
+    assert _rows(output, "missing_evaluated") == {"bladder": 0.0, "rectum": 1.0,
+                                                  "prostate": 1.0}
+    assert _rows(output, "missing_reference") == {"bladder": 0.0, "rectum": 0.0,
+                                                  "prostate": 1.0}
+    dice = _rows(output, "dice")
+    assert dice == {"bladder": 1.0, "rectum": 0.0}  # prostate: nothing to score against
+    assert math.isnan(_rows(output, "hd95_mm")["rectum"])
+    assert _rows(output, "empty_evaluated")["rectum"] == 1.0
+    assert _rows(output, "n_extra_evaluated") == {"": 1.0}
+    assert output.details["extra_evaluated"] == ["femur_l"]
+    assert output.details["missing_evaluated"] == ["rectum", "prostate"]
+
+
+def test_default_structures_are_those_of_the_reference():
+    output = SegmentationCheck().run({"reference": _set(bladder=BLADDER),
+                                      "evaluated": _set(bladder=np.roll(BLADDER, 1, 2))})
+    expected = compare_masks(Volume(BLADDER, SPACING), Volume(np.roll(BLADDER, 1, 2), SPACING))
+    assert _rows(output, "dice") == {"bladder": expected.dice}
+    assert _rows(output, "hd95_mm")["bladder"] == pytest.approx(expected.hd95_mm)
+
+
+def test_zero_voxel_reference_structure_is_flagged():
+    output = SegmentationCheck().run({"reference": _set(bladder=np.zeros(SHAPE, bool)),
+                                      "evaluated": _set(bladder=BLADDER)})
+    assert _rows(output, "empty_reference") == {"bladder": 1.0}
+    assert _rows(output, "dice") == {"bladder": 0.0}
+
+
+def test_structure_on_another_grid_is_refused_naming_slot_and_structure():
+    moved = {"bladder": Volume(BLADDER, SPACING, origin=(0.0, 0.0, 3.0))}
+    with pytest.raises(GridMismatchError, match=r"^input 'evaluated': structure 'bladder': "
+                                                r"reference and predicted are on different"):
+        SegmentationCheck().run({"reference": _set(bladder=BLADDER), "evaluated": moved})
+
+
+def test_non_binary_structure_is_a_located_input_error():
+    labels = {"bladder": Volume(BLADDER.astype(np.uint8) * 3, SPACING)}
+    with pytest.raises(QAInputError, match=r"structure 'bladder': predicted mask is not "
+                                           r"binary: it holds values 0, 3"):
+        SegmentationCheck().run({"reference": _set(bladder=BLADDER), "evaluated": labels})
+
+
+def test_two_evaluated_structures_matching_one_name_are_refused():
+    check = SegmentationCheck(SegmentationCheck.Options(aliases={"bladder": ["vessie"]}))
+    with pytest.raises(QAInputError, match=r"structures 'Vessie', 'bladder' all match "
+                                           r"'bladder'; rename one"):
+        check.run({"reference": _set(bladder=BLADDER),
+                   "evaluated": _set(Vessie=BLADDER, bladder=BLADDER)})
+
+
+def test_options_are_validated_with_the_offending_key():
+    with pytest.raises(ValidationError, match="tolerance_distance"):
+        SegmentationCheck.Options(tolerance_distance=2)
+    with pytest.raises(ValidationError, match="method"):
+        SegmentationCheck.Options(method="medpy")
+    with pytest.raises(ValidationError, match=r"alias 'vessie' is given to both 'bladder' "
+                                              r"and 'prostate'"):
+        SegmentationCheck.Options(aliases={"bladder": ["Vessie"], "prostate": ["vessie"]})
+
+
+def test_engine_runs_the_check_on_mask_folders_and_grades_per_structure(tmp_path):
+    # predicted bladder shifted by 0 and 2 mm (Dice about 0.81: tolerance level)
+    protocol = write_segmentation_cohort(tmp_path, {"A01": 0.0, "A02": 2.0})
+    with Store(f"sqlite:///{tmp_path / 'qa.db'}") as store:
+        outcome = run_protocol(protocol, store)
+        measured = store.measurements(outcome.run_id)
+        verdicts = store.verdicts(outcome.run_id)
+    dice = measured[(measured.metric == "dice") & (measured.label == "bladder")]
+    expected = compare_masks(Volume(bladder(), SPACING), Volume(bladder(2.0), SPACING)).dice
+    assert dice.value.tolist() == pytest.approx([1.0, expected])
+    graded = verdicts[(verdicts.metric == "dice") & (verdicts.statistic == "value")]
+    assert graded.set_index("case_id").level.to_dict() == {"A01": "OK", "A02": "TOLERANCE"}
+    hd95 = verdicts[verdicts.metric == "hd95_mm"]
+    assert set(hd95.label) == {"bladder", "rectum"} and set(hd95.level) == {"OK"}
