@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from qa.errors import QAInputError
+from qa.jsonsafe import json_safe
 from qa.volume import Volume
 
 PHANTOM_THRESHOLD_HU = -500.0
@@ -123,14 +124,4 @@ def disc_values(geometry: PhantomGeometry, name: str, offset_yx_mm: tuple[float,
 
 def json_clean(value: Any) -> Any:
     """Nested copy with numpy scalars/arrays as Python lists and non-finite floats as None."""
-    if isinstance(value, dict):
-        return {str(k): json_clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [json_clean(v) for v in value.tolist()]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+    return json_safe(value)

@@ -27,6 +27,7 @@ from checks import _bias_groups as grouping
 from checks import _bias_stats as bstats
 from checks import _bias_tables as tables
 from checks._bias_groups import DEFAULT_BINS, MISSING_LABEL, Bins
+from qa.jsonsafe import json_safe
 
 __all__ = ["DEFAULT_BINS", "MISSING_LABEL", "Bins", "SubgroupResult", "TrendResult",
            "subgroup_analysis", "trend_analysis", "adjust_across", "SubgroupBiasCheck"]
@@ -379,21 +380,7 @@ def _failure_columns(flags: np.ndarray | None, level: float) -> dict[str, float]
 
 
 def _json_clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_clean(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, str):
-        return obj
-    if obj is pd.NA or obj is pd.NaT:
-        return None
-    return str(obj)
+    return json_safe(obj, fallback=str)
 
 
 # The engine class lives in a private module that uses the functions above.
