@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: Keys of a check item that are not slot bindings.
-CHECK_KEYS = ("check", "id", "options", "tolerances", "cohort")
+CHECK_KEYS = ("check", "id", "options", "tolerances", "cohort", "pool")
 _METRIC_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[^\[\]]+\])?$")
 
 
@@ -304,6 +304,9 @@ def _baseline_problems(data: dict, checks: list, classes: dict[str, type[Check]]
 
 def _check_item_problems(where: str, item: dict, cls: type[Check]) -> list[tuple[str, str]]:
     problems = []
+    if item.get("pool", "run") != "run" and getattr(cls, "scope", "case") != "cohort":
+        problems.append((f"{where}.pool", f"pool pools the results of several runs for a "
+                         f"cohort-level check; {cls.name} runs per case"))
     bindings = {k: v for k, v in item.items() if k not in CHECK_KEYS}
     for key in bindings:
         if key not in cls.slots:

@@ -15,6 +15,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
+
 from checks.base import CheckOutput, CohortCheck, CohortInput
 from qa.errors import QAInputError
 from qa.protocol import CheckSpec, Protocol
@@ -57,6 +59,39 @@ def cohort_input(store: Store, run_id: int, protocol: Protocol) -> CohortInput:
                        verdicts=graded.reset_index(drop=True), attributes=attributes)
 
 
+def pooled_input(store: Store, run_id: int, protocol: Protocol) -> CohortInput:
+    """:func:`cohort_input` of several runs, with a ``run_id`` column in each frame.
+
+    The runs: the active baseline's run of the protocol (``baseline.protocol`` or its name),
+    the complete runs of the same protocol name started after it, and ``run_id`` last; a
+    case seen in several runs keeps its latest attributes (checks keep each case's latest
+    values). Without a baseline only ``run_id`` is used (logged).
+    """
+    from qa.baseline import baseline_spec
+
+    name = baseline_spec(protocol).protocol or protocol.name
+    baseline = store.active_baseline(name)
+    if baseline is None:
+        logger.warning("pool: since_baseline but protocol %r has no baseline; using run %d "
+                       "alone", name, run_id)
+        run_ids = [run_id]
+    else:
+        runs = store.runs()
+        first = int(baseline["run_id"])
+        later = runs[(runs["protocol_name"] == protocol.name) & (runs["status"] == "complete")
+                     & (runs["run_id"] > first) & (runs["run_id"] != run_id)]
+        run_ids = [first, *later.sort_values("run_id")["run_id"].astype(int), run_id]
+    parts = [(r, cohort_input(store, r, protocol)) for r in run_ids]
+    return CohortInput(
+        measurements=pd.concat([p.measurements.assign(run_id=r) for r, p in parts],
+                               ignore_index=True),
+        cases=pd.concat([p.cases for _, p in parts], ignore_index=True)
+        .drop_duplicates("case_id", keep="last").reset_index(drop=True),
+        verdicts=pd.concat([p.verdicts.assign(run_id=r) for r, p in parts],
+                           ignore_index=True),
+        attributes=parts[-1][1].attributes)
+
+
 @dataclass
 class CohortPhase:
     """What the cohort phase produced: the cohort verdicts and the ids of failed checks."""
@@ -90,7 +125,8 @@ def run_cohort_checks(store: Store, run_id: int, protocol: Protocol,
     data = cohort_input(store, run_id, protocol)
     for spec, check in checks:
         try:
-            output = check.run_cohort(data)
+            output = check.run_cohort(data if spec.pool == "run"
+                                      else pooled_input(store, run_id, protocol))
             if not isinstance(output, CheckOutput):
                 raise TypeError(f"run_cohort returned {type(output).__name__}, not a "
                                 "CheckOutput")

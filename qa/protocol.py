@@ -209,11 +209,15 @@ class CheckSpec(_Frozen):
     """One check of the protocol: name, id, slot bindings, options and levels.
 
     In YAML the slot bindings are written as keys of the check (``reference: ct``); they are
-    collected in ``bindings`` (slot name -> role).
+    collected in ``bindings`` (slot name -> role). ``pool`` (cohort-level checks only):
+    ``run`` (default) analyses this run's cases; ``since_baseline`` pools the active
+    baseline's run, the protocol's complete runs since, and this run (each case's latest
+    result counts), e.g. a commissioning cohort plus the monthly cases accumulated since.
     """
 
     check: str
     id: _Name
+    pool: Literal["run", "since_baseline"] = "run"
     options: dict[str, Any] = Field(default_factory=dict)
     tolerances: dict[str, Levels] = Field(default_factory=dict)
     cohort: list[CohortSpec] = Field(default_factory=list)

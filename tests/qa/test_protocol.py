@@ -252,7 +252,7 @@ def test_missing_required_slot_and_unknown_slot(tmp_path: Path) -> None:
     found = dict(problems)
     assert found["checks[0].evaluatd"].startswith(
         "unknown key 'evaluatd'; allowed keys: check, id, options, tolerances, cohort, "
-        "reference, evaluated, mask")
+        "pool, reference, evaluated, mask")
     assert found["checks[0].evaluated"].startswith(
         "missing binding for required slot 'evaluated' (kind image) of check fake_hu")
 
