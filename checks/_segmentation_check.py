@@ -157,7 +157,9 @@ class SegmentationCheck(Check):
         name: the metrics of :func:`compare_masks` when present in both sets; when the
         evaluated set lacks it, the metrics of an empty prediction (Dice 0, distances NaN)
         and ``missing_evaluated = 1``; when the reference lacks it, ``missing_reference = 1``
-        only. Extra evaluated structures are counted and listed in the details.
+        only (and, when the evaluated set lacks it too, the structure is listed in
+        ``details["not_applicable"]`` so the engine grades nothing for it on this case).
+        Extra evaluated structures are counted and listed in the details.
         """
         from checks.segmentation import compare_masks
 
@@ -223,6 +225,8 @@ class SegmentationCheck(Check):
             "extra_evaluated": extra,
             "missing_evaluated": [n for n in requested if n not in in_eval],
             "missing_reference": [n for n in requested if n not in in_ref],
+            # in neither set (a prostate for a female patient): no verdict for this case
+            "not_applicable": [n for n in requested if n not in in_ref and n not in in_eval],
             **({"overlays": overlays} if overlays else {}),
         })
         if any(not math.isfinite(r.value) for r in rows):

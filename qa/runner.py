@@ -132,8 +132,9 @@ def _execute(protocol: Protocol, store: Store, run_id: int, case_table: CaseTabl
                                    record.measurements)
             if record.details:
                 store.add_details(run_id, result.case_id, record.check_id, record.details)
-            case_verdicts = grade_measurements(specs[record.check_id], result.case_id,
-                                               record.measurements)
+            case_verdicts = grade_measurements(
+                specs[record.check_id], result.case_id, record.measurements,
+                not_applicable=record.details.get("not_applicable", ()))
             store.add_verdicts(run_id, case_verdicts)
             verdicts.extend(case_verdicts)
             measurement_rows.extend(

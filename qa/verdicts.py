@@ -205,8 +205,9 @@ def worst_level(levels: Iterable[Level | Verdict]) -> Level:
     return worst
 
 
-def grade_measurements(check_spec: CheckSpec, case_id: str,
-                       measurements: Iterable[Measurement]) -> list[Verdict]:
+def grade_measurements(check_spec: CheckSpec, case_id: str | None,
+                       measurements: Iterable[Measurement], *,
+                       not_applicable: Iterable[str] = ()) -> list[Verdict]:
     """Grade one case's measurements of one check against the check's ``tolerances``.
 
     Parameters
@@ -222,12 +223,17 @@ def grade_measurements(check_spec: CheckSpec, case_id: str,
     -------
     list of Verdict
         One verdict per tolerance key, in protocol order. A tolerance whose metric/label was
-        not measured for this case is graded ACTION with value NaN (not measured is not a pass).
+        not measured for this case is graded ACTION with value NaN (not measured is not a pass)
+        unless the check declared that label not applicable to the case (``not_applicable``,
+        e.g. a prostate in neither structure set of a female patient): then no verdict.
     """
     measurements = list(measurements)
+    skipped = set(not_applicable)
     verdicts = []
     for key, levels in check_spec.tolerances.items():
         metric, label = split_metric_key(key)
+        if label and label in skipped:
+            continue
         found = [m for m in measurements if m.metric == metric and m.label == label]
         if not found:
             verdicts.append(_verdict(case_id, check_spec.id, metric, label, "value", math.nan,

@@ -77,6 +77,8 @@ def test_missing_and_extra_structures_are_reported_never_scored_perfect():
     assert _rows(output, "n_extra_evaluated") == {"": 1.0}
     assert output.details["extra_evaluated"] == ["femur_l"]
     assert output.details["missing_evaluated"] == ["rectum", "prostate"]
+    # prostate is in neither set (e.g. a female patient): not applicable, no verdict
+    assert output.details["not_applicable"] == ["prostate"]
 
 
 def test_default_structures_are_those_of_the_reference():

@@ -129,6 +129,17 @@ def test_missing_or_nan_measurement_is_action() -> None:
                             "(ACTION)")
 
 
+def test_a_label_the_check_declares_not_applicable_gets_no_verdict() -> None:
+    # e.g. a prostate tolerance for a female patient: the structure is in neither set
+    check = spec(tolerances={"mae_hu": MAX_LEVELS, "mae_hu[bone]": MAX_LEVELS})
+    v = grade_measurements(check, "c1", [Measurement("mae_hu", 10.0, "HU")],
+                           not_applicable=["bone"])
+    assert [(x.metric, x.label, x.level) for x in v] == [("mae_hu", "", Level.OK)]
+    # the overall value is never skipped: only labelled keys can be declared not applicable
+    v = grade_measurements(check, "c1", [], not_applicable=[""])
+    assert [x.level for x in v] == [Level.ACTION, Level.ACTION]
+
+
 def test_verdict_to_dict_gives_the_level_as_text() -> None:
     check = spec(tolerances={"mae_hu": MAX_LEVELS})
     [v] = grade_measurements(check, "c1", [Measurement("mae_hu", 71.0, "HU")])
