@@ -70,11 +70,7 @@ class DVHCheck(Check):
 
     def run(self, inputs: dict[str, Any]) -> CheckOutput:
         """Measurements for one case from ``{"reference", "evaluated", "structures"}``."""
-        for slot_name, slot in self.slots.items():
-            if slot.required and inputs.get(slot_name) is None:
-                raise QAInputError(
-                    f"input {slot_name!r} ({slot.description}) is missing; map it to a "
-                    "case-table role in the protocol.", check=self.name)
+        self.require_inputs(inputs)
         opts = self.options
         ref, ev, structures = inputs["reference"], inputs["evaluated"], inputs["structures"]
         try:

@@ -71,11 +71,7 @@ class GammaCheck(Check):
 
     def run(self, inputs: dict[str, Any]) -> CheckOutput:
         """Measurements for one case from ``{"reference", "evaluated", "mask"?}`` doses."""
-        for slot_name, slot in self.slots.items():
-            if slot.required and inputs.get(slot_name) is None:
-                raise QAInputError(
-                    f"input {slot_name!r} ({slot.description}) is missing; map it to a "
-                    "case-table role in the protocol.", check=self.name)
+        self.require_inputs(inputs)
         opts = self.options
         try:
             results = gamma_indices(

@@ -93,6 +93,17 @@ class Check(ABC):
     def run(self, inputs: dict[str, Any]) -> CheckOutput:
         """Compute the measurements of one case from volumes keyed by slot name."""
 
+    def require_inputs(self, inputs: dict[str, Any]) -> None:
+        """Raise :class:`qa.errors.QAInputError` naming the first required slot absent
+        from ``inputs`` (the engine binds slots to roles; a direct caller may forget one)."""
+        from qa.errors import QAInputError
+
+        for slot_name, slot in self.slots.items():
+            if slot.required and inputs.get(slot_name) is None:
+                raise QAInputError(
+                    f"input {slot_name!r} ({slot.description}) is missing; map it to a "
+                    "case-table role in the protocol.", check=self.name)
+
 
 @dataclass(frozen=True)
 class CohortInput:

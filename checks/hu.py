@@ -349,11 +349,7 @@ class HUAccuracyCheck(Check):
         ``input '<slot>':`` so the runner can name the role and file; other problems are
         :class:`qa.errors.QAInputError` with ``check="hu_accuracy"``.
         """
-        for slot_name, slot in self.slots.items():
-            if slot.required and inputs.get(slot_name) is None:
-                raise QAInputError(
-                    f"input {slot_name!r} ({slot.description}) is missing; map it to a "
-                    "case-table role in the protocol.", check=self.name)
+        self.require_inputs(inputs)
         opts = self.options
         try:
             result = hu_metrics(
