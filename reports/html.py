@@ -22,6 +22,7 @@ import jinja2
 import pandas as pd
 
 from reports._format import LEVELS, SUPPORTED_LANGUAGES, Formatter, level_rank
+from reports.periodic import periodic_section
 from reports.plots import finite_or_none, missing, text
 from reports.sections import check_sections
 
@@ -133,6 +134,7 @@ def _context(store: Any, run_id: int, run: Mapping[str, Any], fmt: Formatter,
         "validations": _validations(store.validations(run_id), fmt),
         "cohort_verdicts": _verdict_rows(verdicts, check_names, units, fmt, cohort=True),
         "case_verdicts": _verdict_rows(verdicts, check_names, units, fmt, cohort=False),
+        "periodic": periodic_section(store, run_id, fmt),
         "case_table": _case_table(cases, measurements, verdicts, errored, fmt),
         "errored_cases": [r for r in _error_rows(errors, fmt) if r["case_id"] != ""],
         "check_sections": check_sections(store, run_id, check_names, measurements, fmt),
