@@ -273,11 +273,19 @@ def _baseline_problems(data: dict, checks: list, classes: dict[str, type[Check]]
             problems.append(("drift", "input drift is judged against a baseline: set kind: "
                              "periodic or remove drift:"))
         attributes = data.get("attributes") if isinstance(data.get("attributes"), dict) else {}
+        image_features = ("manufacturer", "kvp", "slice_thickness_mm", "field_strength_t",
+                          "ctdivol_mgy", "convolution_kernel", "p01", "p50", "p99",
+                          "spacing_z_mm", "spacing_y_mm", "spacing_x_mm", "min_value",
+                          "max_value")
         for i, feature in enumerate(drift.get("features") or []):
+            role, dot, key = str(feature).partition(".")
+            if dot and key in image_features:
+                continue  # an image feature the runner measures on role `role`
             if feature not in attributes:
-                problems.append((f"drift.features[{i}]", f"{feature!r} is not a declared "
-                                 f"attribute; declare it under attributes: (known: "
-                                 f"{', '.join(attributes) or 'none'})"))
+                problems.append((f"drift.features[{i}]", f"{feature!r} is neither a declared "
+                                 f"attribute (known: {', '.join(attributes) or 'none'}) nor "
+                                 f"an image feature <role>.<feature> (features: "
+                                 f"{', '.join(image_features)})"))
     baseline = data.get("baseline")
     if not isinstance(baseline, dict):
         return problems

@@ -227,8 +227,28 @@ class _CaseLoader:
                 "max_value": float(values.max()) if values.size else math.nan,
                 "non_finite_voxels": n_bad,
                 "grid_matches_reference": self.grid_match.get(role),
+                **(_acquisition_features(volume, values) if self.kinds[role] == "image"
+                   else {}),
             })
         return rows
+
+
+#: Acquisition facts copied from an image's (de-identified) metadata for drift checks.
+ACQUISITION_KEYS = ("manufacturer", "kvp", "slice_thickness_mm", "field_strength_t",
+                    "ctdivol_mgy", "convolution_kernel")
+#: Intensity percentiles of an image kept for drift checks (whole volume, finite voxels).
+INTENSITY_PERCENTILES = (1, 50, 99)
+
+
+def _acquisition_features(volume: Volume, finite_values: np.ndarray) -> dict[str, Any]:
+    """Acquisition metadata and intensity percentiles of an image (``p01``, ``p50``,
+    ``p99``: ``numpy.percentile``, linear interpolation, over its finite voxels)."""
+    features: dict[str, Any] = {key: volume.metadata.get(key) for key in ACQUISITION_KEYS}
+    if finite_values.size:
+        levels = np.percentile(finite_values, INTENSITY_PERCENTILES)
+        features.update({f"p{q:02d}": float(v)
+                         for q, v in zip(INTENSITY_PERCENTILES, levels, strict=True)})
+    return features
 
 
 def load_role(path: Path, kind: str) -> Volume:

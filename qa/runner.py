@@ -38,7 +38,7 @@ from qa.exitcodes import ExitCode, exit_code_for
 from qa.models import load_adapter
 from qa.protocol import Protocol, load_protocol
 from qa.store import Store
-from qa.trending import run_drift_check, run_trend_charts
+from qa.trending import IMAGE_METADATA_CHECK_ID, run_drift_check, run_trend_charts
 from qa.validation import validate_case_table, validate_image_metadata
 from qa.verdicts import Level, Verdict, grade_cohort, grade_measurements, worst_level
 
@@ -149,6 +149,9 @@ def _execute(protocol: Protocol, store: Store, run_id: int, case_table: CaseTabl
         if result.errors:
             error_cases.add(result.case_id)
         metadata_rows.extend(result.image_metadata)
+        if result.image_metadata:  # kept per case for drift checks of later runs
+            store.add_details(run_id, result.case_id, IMAGE_METADATA_CHECK_ID,
+                              {row["role"]: row for row in result.image_metadata})
 
     per_case = pd.DataFrame(measurement_rows,
                             columns=["case_id", "check_id", "metric", "label", "value", "unit"])

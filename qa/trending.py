@@ -19,7 +19,8 @@ from qa.store import Store
 from qa.trend import alarm_verdicts, cohort_series, cusum_chart, ewma_chart, imr_chart
 from qa.verdicts import Level, Verdict, split_metric_key
 
-__all__ = ["TREND_CHECK_ID", "DRIFT_CHECK_ID", "run_trend_charts", "run_drift_check"]
+__all__ = ["TREND_CHECK_ID", "DRIFT_CHECK_ID", "IMAGE_METADATA_CHECK_ID", "run_trend_charts",
+           "run_drift_check", "drift_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 TREND_CHECK_ID = "trend"
 #: Check id of the input-drift verdicts.
 DRIFT_CHECK_ID = "drift"
+#: Check id of the per-case image metadata details the runner stores (one row per role).
+IMAGE_METADATA_CHECK_ID = "image_metadata"
 
 
 def run_trend_charts(store: Store, run_id: int, protocol: Any) -> list[Verdict]:
@@ -71,8 +74,9 @@ def run_trend_charts(store: Store, run_id: int, protocol: Any) -> list[Verdict]:
 
 
 def run_drift_check(store: Store, run_id: int, protocol: Any) -> list[Verdict]:
-    """Compare the case attributes named in ``drift.features`` (scanner, kVp, slice
-    thickness, HU percentiles ...) of this run with those of the active baseline's run
+    """Compare the ``drift.features`` (case attributes such as ``scanner``, or image
+    features ``<role>.<feature>`` the runner measured, e.g. ``ct.kvp``, ``ct.p99``) of this
+    run with those of the active baseline's run
     (:func:`qa.drift.detect_input_drift`); store the report as validation scope
     ``input_drift`` and one cohort verdict per feature that moved (metric ``input_drift``,
     label = feature, level ``drift.level``). Nothing happens without a baseline or features.
@@ -87,10 +91,8 @@ def run_drift_check(store: Store, run_id: int, protocol: Any) -> list[Verdict]:
     baseline = store.active_baseline(name)
     if baseline is None:
         return []
-    columns = ["case_id", *spec.features]
-    reference = store.cases(int(baseline["run_id"])).reindex(columns=columns)
-    current = store.cases(run_id)
-    current = current[current["status"] == "ok"].reindex(columns=columns)
+    reference = drift_features(store, int(baseline["run_id"]), spec.features)
+    current = drift_features(store, run_id, spec.features, ok_only=True)
     report = detect_input_drift(reference, current)
     store.add_validation(run_id, "input_drift", not report.drifted, report.to_dict(),
                          statistics=report.validation.statistics)
@@ -100,6 +102,25 @@ def run_drift_check(store: Store, run_id: int, protocol: Any) -> list[Verdict]:
                 for f in report.findings]
     store.add_verdicts(run_id, verdicts)
     return verdicts
+
+
+def drift_features(store: Store, run_id: int, features: list[str], *,
+                   ok_only: bool = False) -> pd.DataFrame:
+    """One row per case of ``run_id``: ``case_id`` and each feature, from the case attributes
+    or, for ``<role>.<feature>``, from the image metadata the runner stored."""
+    cases = store.cases(run_id)
+    if ok_only:
+        cases = cases[cases["status"] == "ok"]
+    frame = cases[["case_id"]].copy()
+    stored = store.details(run_id, check_id=IMAGE_METADATA_CHECK_ID)
+    image = {(row.case_id, row.name): row.payload for row in stored.itertuples(index=False)}
+    for feature in features:
+        role, dot, key = feature.partition(".")
+        if dot and feature not in cases.columns:
+            frame[feature] = [(image.get((c, role)) or {}).get(key) for c in frame["case_id"]]
+        else:
+            frame[feature] = cases[feature] if feature in cases.columns else None
+    return frame.reset_index(drop=True)
 
 
 def _chart(name: str, series: pd.Series, spec: Any) -> Any:

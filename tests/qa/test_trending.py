@@ -97,3 +97,30 @@ def test_an_acquisition_change_since_the_baseline_is_reported_as_input_drift(tmp
     assert moved.label.tolist() == ["bmi"] and moved.level.tolist() == ["TOLERANCE"]
     assert "input drift since baseline run 1" in moved.message.iloc[0]
     assert not bool(moved_validation["input_drift"])
+
+
+def test_image_features_measured_by_the_runner_feed_the_drift_check(tmp_path):
+    import numpy as np
+
+    from qa.io import read_image
+    from qa.trending import drift_features
+
+    with Store(f"sqlite:///{tmp_path / 'qa.db'}") as store:
+        protocol = write_precomputed_cohort(tmp_path / "c", {"A": 5.0, "B": 7.0})
+        run_id = run_protocol(protocol, store).run_id
+        frame = drift_features(store, run_id, ["ct.p50", "ct.p99", "ct.spacing_z_mm", "sex"])
+    ct = read_image(tmp_path / "c" / "A" / "ct.nii.gz").array
+    row = frame.set_index("case_id").loc["A"]
+    assert row["ct.p50"] == np.percentile(ct, 50)
+    assert row["ct.p99"] == np.percentile(ct, 99)
+    assert row["ct.spacing_z_mm"] == 3.0 and row["sex"] == "M"
+
+
+def test_drift_features_must_be_attributes_or_image_features(tmp_path):
+    protocol = write_precomputed_cohort(tmp_path / "c", {"A": 1.0})
+    text = protocol.read_text(encoding="utf-8").replace("kind: commissioning",
+                                                        "kind: periodic")
+    protocol.write_text(text + "drift:\n  features: [ct.p99, sex, ct.colour]\n",
+                        encoding="utf-8")
+    with pytest.raises(ProtocolError, match="'ct.colour' is neither a declared attribute"):
+        load_protocol(protocol)
