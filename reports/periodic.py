@@ -175,7 +175,9 @@ def _charts(trend: pd.DataFrame, units: Mapping[tuple[str, str], str],
         axes = fig.subplots(len(parts), 1, squeeze=False)[:, 0]
         for ax, part in zip(axes, parts, strict=True):
             plot_control_chart(ax, part, ylabel=ylabel,
-                               provisional_note=fmt.t("periodic.provisional"))
+                               provisional_note=fmt.t("periodic.provisional"),
+                               title=fmt.t(f"periodic.chart_{part['chart']}",
+                                           part["chart"].replace("_", " ")))
         n_alarms = sum(1 for part in parts if part["points"][-1].get("alarm"))  # at this run
         charts.append({"name": name, "uri": figure_data_uri(fig),
                        "n_runs": len(payload.get("runs") or []), "n_alarms": n_alarms})

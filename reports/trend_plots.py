@@ -18,7 +18,8 @@ _BASELINE_SHADE = "#e8eef7"
 
 
 def plot_control_chart(ax: Axes, chart: Mapping[str, Any], *, ylabel: str,
-                       provisional_note: str = "provisional limits") -> None:
+                       provisional_note: str = "provisional limits",
+                       title: str | None = None) -> None:
     """Plot one control chart: statistic per period, centre, limits, alarms marked.
 
     Parameters
@@ -68,7 +69,7 @@ def plot_control_chart(ax: Axes, chart: Mapping[str, Any], *, ylabel: str,
     ax.set_xticklabels([str(p["label"]) for p in points], rotation=45, ha="right",
                        fontsize=7)
     ax.set_ylabel(ylabel)
-    title = chart["chart"].replace("_", " ")
+    title = title or chart["chart"].replace("_", " ")
     ax.set_title(f"{title} ({provisional_note})" if chart.get("provisional") else title,
                  fontsize=9)
 
