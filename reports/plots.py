@@ -200,6 +200,14 @@ def figure_data_uri(fig: Figure, *, dpi: int = 100) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def detail_payloads(details: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Stored detail rows (``store.details(...)``) as ``{name: {case_id: payload}}``."""
+    payloads: dict[str, dict[str, Any]] = {}
+    for row in details.itertuples(index=False):
+        payloads.setdefault(text(row.name), {})[text(row.case_id)] = row.payload
+    return payloads
+
+
 def hu_section(details: pd.DataFrame, measurements: pd.DataFrame, check_id: str,
                fmt: Formatter) -> dict[str, Any]:
     """Display data and figures of one ``hu_accuracy`` check, from stored rows only.
@@ -224,9 +232,7 @@ def hu_section(details: pd.DataFrame, measurements: pd.DataFrame, check_id: str,
         stored per-case MAE and ME in HU, number of cases with a finite MAE, voxels summed
         over cases) and ``tissue_plot`` (data URI or None).
     """
-    payloads: dict[str, dict[str, Any]] = {}
-    for row in details.itertuples(index=False):
-        payloads.setdefault(text(row.name), {})[text(row.case_id)] = row.payload
+    payloads = detail_payloads(details)
     section: dict[str, Any] = {"check_id": check_id, "histogram": None}
     summed = sum_histograms(payloads.get("error_histogram", {}))
     if summed is not None:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports.plots import figure_data_uri, new_figure, text
+from reports.plots import detail_payloads, figure_data_uri, new_figure, text
 
 TEMPLATE = "sections/dvh.html.j2"
 SHOWN = ("d98", "d95", "d50", "d2", "dmean", "d0_03cc")
@@ -24,9 +24,8 @@ def build(store: Any, run_id: int, check_id: str, measurements: pd.DataFrame,
           fmt: Any) -> dict[str, Any]:
     """Display data of one ``dvh`` check of the run, read from the store."""
     mine = measurements[measurements["check_id"].map(text) == check_id]
-    curves = {text(r.case_id): r.payload or {} for r in
-              store.details(run_id, check_id=check_id, name="dvh_curves").itertuples(
-                  index=False)}
+    stored = detail_payloads(store.details(run_id, check_id=check_id, name="dvh_curves"))
+    curves = {case: payload or {} for case, payload in stored.get("dvh_curves", {}).items()}
     return section_data(mine, curves, fmt)
 
 

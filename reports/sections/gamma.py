@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports.plots import figure_data_uri, new_figure, text
+from reports.plots import detail_payloads, figure_data_uri, new_figure, text
 
 TEMPLATE = "sections/gamma.html.j2"
 
@@ -23,10 +23,7 @@ def build(store: Any, run_id: int, check_id: str, measurements: pd.DataFrame,
           fmt: Any) -> dict[str, Any]:
     """Display data of one ``gamma`` check of the run, read from the store."""
     mine = measurements[measurements["check_id"].map(text) == check_id]
-    payloads: dict[str, dict[str, Any]] = {}
-    for row in store.details(run_id, check_id=check_id).itertuples(index=False):
-        payloads.setdefault(text(row.name), {})[text(row.case_id)] = row.payload
-    return section_data(mine, payloads, fmt)
+    return section_data(mine, detail_payloads(store.details(run_id, check_id=check_id)), fmt)
 
 
 def section_data(mine: pd.DataFrame, payloads: dict[str, dict[str, Any]],

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports.plots import figure_data_uri, new_figure, text
+from reports.plots import detail_payloads, figure_data_uri, new_figure, text
 
 TEMPLATE = "sections/segmentation.html.j2"
 #: Metrics shown per structure: (metric, unit, higher is better).
@@ -28,10 +28,8 @@ def build(store: Any, run_id: int, check_id: str, measurements: pd.DataFrame,
           fmt: Any) -> dict[str, Any]:
     """Display data of one ``segmentation`` check of the run, read from the store."""
     mine = measurements[measurements["check_id"].map(text) == check_id]
-    overlays: dict[str, dict[str, Any]] = {}
-    for row in store.details(run_id, check_id=check_id, name="overlays").itertuples(
-            index=False):
-        overlays[text(row.case_id)] = row.payload or {}
+    stored = detail_payloads(store.details(run_id, check_id=check_id, name="overlays"))
+    overlays = {case: payload or {} for case, payload in stored.get("overlays", {}).items()}
     return section_data(mine, overlays, fmt)
 
 
