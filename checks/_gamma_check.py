@@ -3,7 +3,9 @@
 Defaults follow AAPM TG-218 (3 %/2 mm, 10 % cutoff, global, reference maximum) plus the
 SynthRAD2025 2 %/2 mm criterion. Per-case details: the settings, one gamma histogram per
 criterion and a small gamma-map slice (the axial slice with the most failing points of the
-first criterion, downsampled to at most 64 x 64) for the report.
+first criterion, else the one with the most evaluated points, downsampled to at most
+64 x 64) with, when the protocol binds the optional ``ct`` slot, the CT sampled at the same
+pixels (windowed to grey levels) for the report's overlay.
 """
 
 from __future__ import annotations
@@ -19,11 +21,17 @@ from checks._gamma_inputs import GammaInputError, finite_or_none, parse_criterio
 from checks.base import Check, CheckOutput, Measurement, MetricInfo, Slot
 from checks.gamma import GammaResult, gamma_indices
 from qa.errors import QAInputError
+from qa.volume import Volume
 
-__all__ = ["GammaOptions", "GammaCheck", "map_slice"]
+__all__ = ["GammaOptions", "GammaCheck", "map_slice", "MAP_CT_WINDOW_HU"]
 
 _SLOT_OF_INPUT = {"reference": "reference", "evaluated": "evaluated", "roi": "mask"}
 _MAP_SIDE = 64
+#: CT display window (lower, upper) in HU of the stored slice, mapped to grey levels 0..255
+#: (wide enough to show soft tissue and bone under the gamma map).
+MAP_CT_WINDOW_HU = (-400.0, 600.0)
+#: HU given to slice pixels outside the CT (air).
+_OUTSIDE_CT_HU = -1000.0
 
 
 @pydantic_dataclass(config=ConfigDict(extra="forbid", frozen=True))
@@ -54,6 +62,8 @@ class GammaCheck(Check):
         "reference": Slot("dose", True, "reference dose (Gy), e.g. computed on the CT"),
         "evaluated": Slot("dose", True, "evaluated dose (Gy), e.g. computed on the sCT"),
         "mask": Slot("mask", False, "region of interest (body, PTV); whole grid when absent"),
+        "ct": Slot("image", False, "CT (HU) the doses were computed on: drawn under the "
+                                   "report's gamma map (any grid; sampled in physical space)"),
     }
     metrics: ClassVar[dict[str, MetricInfo]] = {
         "pass_rate_percent": MetricInfo("%", "points with gamma <= 1 (label: criterion)",
@@ -105,25 +115,64 @@ class GammaCheck(Check):
             "gamma_histograms": {r.criterion: {"edges": list(r.histogram_edges),
                                                "counts": list(r.histogram_counts)}
                                  for r in results},
-            "gamma_map_slice": map_slice(first, inputs["reference"].spacing),
+            "gamma_map_slice": map_slice(first, inputs["reference"], inputs.get("ct")),
         }
         return CheckOutput(measurements=tuple(rows), details=details)
 
 
-def map_slice(result: GammaResult, spacing_mm: tuple[float, float, float]) -> dict[str, Any]:
-    """The axial slice with the most failing points (else the most evaluated), downsampled.
+def map_slice(result: GammaResult, reference: Volume, ct: Volume | None = None
+              ) -> dict[str, Any]:
+    """One axial slice of the gamma map, downsampled, with the CT under it when given.
 
-    Returns ``{"criterion", "z_index", "step", "pixel_mm": [dy, dx], "gamma": rows}`` with
-    NaN (not evaluated) as ``None``; ``step`` is the in-plane decimation (nearest).
+    The slice is the one with the most failing points (gamma > 1) of ``result``; when no
+    point fails, the one with the most evaluated points (``slice_rule`` says which). It is
+    decimated in-plane by ``step`` (nearest) to at most 64 x 64 pixels. ``ct`` (HU, any
+    grid) is sampled trilinearly in physical space at the same pixel centres (outside the
+    CT: -1000 HU) and windowed to grey levels 0..255 (``MAP_CT_WINDOW_HU``).
+
+    Returns
+    -------
+    dict
+        ``criterion``, ``z_index`` (reference slice index), ``z_mm`` (its patient
+        z coordinate), ``slice_rule`` (``"most_failing"`` or ``"most_evaluated"``),
+        ``step``, ``pixel_mm`` ([dy, dx] of a stored pixel), ``orientation_lps`` (True when
+        the reference grid is axis-aligned: rows run anterior to posterior, columns
+        patient right to left), ``gamma`` (rows, NaN -> None, 3 decimals), and with a CT
+        ``ct_grey`` (rows of 0..255 integers) and ``ct_window_hu``.
     """
     g = result.gamma
     failing = np.nansum(g > 1.0, axis=(1, 2)) if g.size else np.zeros(0)
     evaluated = np.sum(~np.isnan(g), axis=(1, 2))
-    z = int(np.argmax(failing)) if failing.size and failing.max() > 0 else int(np.argmax(evaluated))
+    if failing.size and failing.max() > 0:
+        z, rule = int(np.argmax(failing)), "most_failing"
+    else:
+        z, rule = int(np.argmax(evaluated)), "most_evaluated"
     step = max(1, math.ceil(max(g.shape[1], g.shape[2]) / _MAP_SIDE))
     plane = g[z, ::step, ::step]
-    return {
-        "criterion": result.criterion, "z_index": z, "step": step,
+    spacing_mm = reference.spacing
+    out: dict[str, Any] = {
+        "criterion": result.criterion, "z_index": z,
+        "z_mm": round(float(reference.index_to_world(np.array([z, 0.0, 0.0]))[0]), 2),
+        "slice_rule": rule, "step": step,
         "pixel_mm": [spacing_mm[1] * step, spacing_mm[2] * step],
-        "gamma": [[finite_or_none(round(float(v), 4)) for v in row] for row in plane],
+        "orientation_lps": bool(np.allclose(reference.direction_matrix, np.eye(3))),
+        "gamma": [[finite_or_none(round(float(v), 3)) for v in row] for row in plane],
     }
+    if ct is not None:
+        out["ct_grey"] = _ct_grey(ct, reference, z, plane.shape, step)
+        out["ct_window_hu"] = list(MAP_CT_WINDOW_HU)
+    return out
+
+
+def _ct_grey(ct: Volume, reference: Volume, z: int, shape: tuple[int, ...],
+             step: int) -> list[list[int]]:
+    from scipy import ndimage
+
+    rows, cols = np.meshgrid(np.arange(shape[0]) * step, np.arange(shape[1]) * step,
+                             indexing="ij")
+    index = np.stack([np.full(rows.shape, float(z)), rows, cols], axis=-1).astype(float)
+    at = ct.world_to_index(reference.index_to_world(index))
+    hu = ndimage.map_coordinates(np.asarray(ct.array, dtype=float), np.moveaxis(at, -1, 0),
+                                 order=1, mode="constant", cval=_OUTSIDE_CT_HU)
+    lo, hi = MAP_CT_WINDOW_HU
+    return np.clip((hu - lo) / (hi - lo) * 255.0, 0, 255).round().astype(int).tolist()

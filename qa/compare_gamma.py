@@ -46,10 +46,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Compare, print, return the exit code (see the module docstring)."""
     from checks.gamma import GammaInputError, gamma_indices
-    from qa.io import read_image, read_mask, write_nifti
+    from qa.io import read_dose, read_mask, write_nifti
 
-    reference = _read_dose(args.reference, read_image)
-    evaluated = _read_dose(args.evaluated, read_image)
+    # read_dose: RTDOSE or image files, refusing NaN/inf and negative doses as the engine does
+    reference = read_dose(args.reference)
+    evaluated = read_dose(args.evaluated)
     roi = read_mask(args.roi) if args.roi is not None else None
     try:
         results = gamma_indices(reference, evaluated, args.criteria,
@@ -81,10 +82,3 @@ def run(args: argparse.Namespace) -> int:
     below = any(not r.pass_rate_percent >= args.tolerance for r in results)
     return int(ExitCode.TOLERANCE if below else ExitCode.OK)
 
-
-def _read_dose(path: Path, reader):
-    if path.suffix.lower() == ".dcm":
-        from qa.io import read_rtdose
-
-        return read_rtdose(path)
-    return reader(path)

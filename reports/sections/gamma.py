@@ -1,9 +1,11 @@
 """Report section of the ``gamma`` check: pass rates per criterion and case, the summed
-gamma histogram of each criterion, and the stored gamma-map slice of the worst case.
+gamma histogram of each criterion, and the stored gamma-map slice of the worst cases drawn
+over their CT.
 
 Everything comes from stored rows: the ``pass_rate_percent`` / ``mean_gamma`` measurements
-and the check's ``settings``, ``gamma_histograms`` and ``gamma_map_slice`` details. Sums
-and sorting for display are the only arithmetic done here.
+and the check's ``settings``, ``gamma_histograms`` and ``gamma_map_slice`` details (the
+slice, and the CT grey levels at the same pixels when the protocol bound the ``ct`` slot).
+Sums and sorting for display are the only arithmetic done here.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import pandas as pd
 from reports.plots import detail_payloads, figure_data_uri, new_figure, text
 
 TEMPLATE = "sections/gamma.html.j2"
+#: Worst cases (lowest pass rate of the first criterion) whose gamma map is drawn.
+WORST_MAPS = 2
 
 
 def build(store: Any, run_id: int, check_id: str, measurements: pd.DataFrame,
@@ -53,16 +57,21 @@ def section_data(mine: pd.DataFrame, payloads: dict[str, dict[str, Any]],
     }
     first = criteria[0]
     rated = [(table.get((c, "pass_rate_percent", first), math.nan), c) for c in cases]
-    rated = [(v, c) for v, c in rated if v == v]
+    rated = sorted((v, c) for v, c in rated if v == v)
     maps = payloads.get("gamma_map_slice", {})
-    if rated:
-        worst_value, worst_case = min(rated)
-        stored = maps.get(worst_case)
-        if stored and stored.get("gamma"):
-            section["map"] = {"uri": _map_plot(stored, fmt), "case_id": worst_case,
-                              "criterion": text(stored.get("criterion")),
-                              "z_index": stored.get("z_index"),
-                              "rate": fmt.number(worst_value, "pass_rate_percent", "%")}
+    section["maps"] = []
+    for value, case_id in rated[:WORST_MAPS]:
+        stored = maps.get(case_id)
+        if not stored or not stored.get("gamma"):
+            continue
+        rule = text(stored.get("slice_rule")) or "most_failing"
+        section["maps"].append({
+            "uri": _map_plot(stored, fmt), "case_id": case_id,
+            "criterion": text(stored.get("criterion")), "z_index": stored.get("z_index"),
+            "z_mm": fmt.number(stored.get("z_mm"), "position_mm", "mm"),
+            "rule": fmt.t(f"gamma.slice_rule.{rule}"), "with_ct": bool(stored.get("ct_grey")),
+            "rate": fmt.number(value, "pass_rate_percent", "%")})
+    section["map"] = section["maps"][0] if section["maps"] else None
     return section
 
 
@@ -92,14 +101,43 @@ def _histogram_plot(histograms: dict[str, Any], criteria: list[str], fmt: Any) -
 
 
 def _map_plot(stored: dict[str, Any], fmt: Any) -> str:
+    """Gamma over the CT (grey) in patient millimetres; gamma = 1 contoured and marked on
+    the colour bar; not-evaluated pixels transparent."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
     values = np.array([[math.nan if v is None else v for v in row] for row in stored["gamma"]],
                       dtype=float)
     dy, dx = stored.get("pixel_mm", [1.0, 1.0])
-    fig = new_figure(4.5, 3.6)
+    extent = (0.0, values.shape[1] * dx, values.shape[0] * dy, 0.0)
+    fig = new_figure(4.8, 3.8)
     ax = fig.add_subplot()
-    image = ax.imshow(values, cmap="RdYlGn_r", vmin=0.0, vmax=2.0, interpolation="nearest",
-                      extent=(0, values.shape[1] * dx, values.shape[0] * dy, 0))
-    ax.set_xlabel("x (mm)")
-    ax.set_ylabel("y (mm)")
-    fig.colorbar(image, ax=ax, label=fmt.t("gamma.map_colorbar"))
+    grey = stored.get("ct_grey")
+    if grey:
+        ax.imshow(np.asarray(grey, dtype=float), cmap="gray", vmin=0, vmax=255,
+                  interpolation="nearest", extent=extent)
+    # passing points in greens/blues, failing ones in yellow-red: the break is at gamma = 1
+    vmax = max(2.0, float(np.nanmax(values)) if np.isfinite(values).any() else 2.0)
+    bounds = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, vmax]
+    cmap = ListedColormap(["#2c7bb6", "#4aa3c9", "#7fc6a4", "#b8e08c",
+                           "#fee08b", "#fdae61", "#f46d43", "#d73027"])
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap,
+                      norm=BoundaryNorm(bounds, cmap.N), interpolation="nearest",
+                      extent=extent, alpha=0.6 if grey else 1.0)
+    if np.nanmax(values, initial=0.0) > 1.0 and np.nanmin(values, initial=2.0) <= 1.0:
+        ys = (np.arange(values.shape[0]) + 0.5) * dy
+        xs = (np.arange(values.shape[1]) + 0.5) * dx
+        ax.contour(xs, ys, np.nan_to_num(values, nan=0.0), levels=[1.0], colors="black",
+                   linewidths=0.8)
+    ax.set_xlabel(fmt.t("gamma.map_x"))
+    ax.set_ylabel(fmt.t("gamma.map_y"))
+    if stored.get("orientation_lps"):
+        for x, y, key, ha, va in ((0.01, 0.5, "right", "left", "center"),
+                                  (0.99, 0.5, "left", "right", "center"),
+                                  (0.5, 0.99, "anterior", "center", "top"),
+                                  (0.5, 0.01, "posterior", "center", "bottom")):
+            ax.text(x, y, fmt.t(f"gamma.orientation.{key}"), transform=ax.transAxes,
+                    ha=ha, va=va, fontsize=8, fontweight="bold", color="white",
+                    bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "linewidth": 0})
+    bar = fig.colorbar(image, ax=ax, label=fmt.t("gamma.map_colorbar"))
+    bar.ax.axhline(1.0, color="black", linewidth=2.0)
     return figure_data_uri(fig)

@@ -112,6 +112,41 @@ def test_numba_and_torch_backends_agree():
     np.testing.assert_allclose(a.gamma, b.gamma, atol=2e-3, equal_nan=True)
 
 
+
+@pytest.mark.parametrize(("local", "dose_pct", "dta_mm"), [(True, 2.0, 2.0), (False, 1.0, 1.0)])
+def test_gamma_is_never_above_a_brute_force_minimum_by_more_than_the_certified_tolerance(
+        local, dose_pct, dta_mm):
+    # Noisy low-dose local gamma is where a local search misses basins. A dense sample of
+    # positions around each point can only overestimate the exact minimum, so the numba
+    # kernel's value (certified within TOLERANCE_GAMMA of the exact minimum) must not exceed
+    # it by more than that tolerance. Sample: every DTA/30 inside the ball gamma * DTA.
+    from scipy import ndimage
+    from scipy.interpolate import RegularGridInterpolator
+
+    from checks._gamma_cells import TOLERANCE_GAMMA
+
+    rng = np.random.default_rng(5)
+    base = ndimage.gaussian_filter(rng.random((10, 12, 12)), 1.5)
+    base = (base - base.min()) / (base.max() - base.min()) * 60.0 + 3.0
+    ev_arr = np.clip(ndimage.shift(base, (0.3, -0.2, 0.1), order=1, mode="nearest") * 1.01
+                     + rng.normal(0.0, 0.3, base.shape), 0.0, None)
+    ref, ev = Volume(base, SPACING), Volume(ev_arr, SPACING)
+    r = gamma_index(ref, ev, dose_pct, dta_mm, local=local, backend="numba")
+    interp = RegularGridInterpolator([np.arange(n) * 2.5 for n in base.shape], ev_arr)
+    upper_mm = (np.array(base.shape) - 1) * 2.5
+    points = np.argwhere(~np.isnan(r.gamma))
+    for p in points[rng.choice(len(points), 6, replace=False)]:
+        ours = r.gamma[tuple(p)]
+        radius = max(ours, 0.05) * dta_mm
+        ax = np.arange(-radius, radius + 1e-9, dta_mm / 30)
+        q = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+        q = q[(q**2).sum(1) <= radius**2] + p * 2.5
+        q = q[np.all((q >= 0) & (q <= upper_mm), axis=1)]
+        dd = dose_pct / 100 * (base[tuple(p)] if local else base.max())
+        g2 = ((q - p * 2.5) ** 2).sum(1) / dta_mm**2 + ((interp(q) - base[tuple(p)]) / dd) ** 2
+        brute = min(math.sqrt(g2.min()), 2.0)
+        assert ours <= brute + TOLERANCE_GAMMA + 1e-9, (tuple(p), ours, brute)
+
 # -- geometry ------------------------------------------------------------------------------
 
 def test_different_spacing_and_origin_of_the_same_linear_dose_gives_gamma_zero():

@@ -29,7 +29,7 @@ def _dose(value=50.0, shape=(6, 8, 8)):
 def test_the_check_is_registered_with_dose_slots_and_tg218_defaults():
     cls = get_check("gamma")
     assert {n: s.kind for n, s in cls.slots.items()} == {
-        "reference": "dose", "evaluated": "dose", "mask": "mask"}
+        "reference": "dose", "evaluated": "dose", "mask": "mask", "ct": "image"}
     opts = cls.Options()
     assert opts.criteria == ("3%/2mm", "2%/2mm")
     assert (opts.lower_cutoff_percent, opts.local, opts.max_gamma) == (10.0, False, 2.0)
@@ -51,6 +51,33 @@ def test_run_gives_pass_rates_labelled_by_criterion_and_json_details():
     assert sum(hist["counts"]) == ref.array.size
     assert out.details["settings"]["pass"] == "gamma <= 1"
     assert len(out.details["gamma_map_slice"]["gamma"]) == ref.shape[1]
+    assert "ct_grey" not in out.details["gamma_map_slice"]  # no CT bound
+
+
+def test_the_map_slice_holds_the_most_failing_slice_and_the_ct_sampled_in_physical_space():
+    cls = get_check("gamma")
+    ref = _dose(shape=(6, 100, 90))
+    ev_arr = ref.array.copy()
+    ev_arr[4, 10:20, 10:30] *= 1.10  # slice 4 fails (gamma 3.3 at 3 %), the rest passes
+    # CT on its own finer grid, a quarter-voxel off: HU = 10 x its patient y coordinate (mm)
+    ct_spacing, ct_origin = (1.5, 1.25, 1.25), (-1.0, -11.0, -11.0)
+    zz, yy, xx = np.meshgrid(*[o + s * np.arange(n) for o, s, n in
+                               zip(ct_origin, ct_spacing, (14, 210, 190), strict=True)],
+                             indexing="ij")
+    ct = Volume(10.0 * yy, ct_spacing, ct_origin)
+    out = cls().run({"reference": ref, "evaluated": ref.with_array(ev_arr), "ct": ct})
+    stored = out.details["gamma_map_slice"]
+    assert (stored["z_index"], stored["slice_rule"], stored["z_mm"]) == (4, "most_failing", 12.0)
+    assert stored["step"] == 2 and stored["pixel_mm"] == [5.0, 5.0]  # 100 x 90 -> 50 x 45
+    gamma = np.array(stored["gamma"], dtype=float)
+    assert gamma.shape == (50, 45) and gamma[7, 10] > 1.0 and gamma[40, 40] == 0.0
+    grey = np.array(stored["ct_grey"])
+    assert grey.shape == gamma.shape and stored["orientation_lps"] is True
+    # pixel row r sits at y = -10 + 5 r mm: HU = 10 y, windowed over -400..600 HU
+    y_mm = -10.0 + 5.0 * np.arange(50)
+    expected = np.clip((10.0 * y_mm + 400.0) / 1000.0 * 255.0, 0, 255).round()
+    np.testing.assert_array_equal(grey[:, 7], expected)
+    json.dumps(out.details)
 
 
 def test_bad_options_and_inputs_name_the_field():
@@ -107,9 +134,9 @@ checks:
         verdicts = store.verdicts(outcome.run_id).set_index("case_id")["level"]
         assert verdicts.to_dict() == {"C01": "OK", "C02": "ACTION"}
         for language, title, worst in (("en", "Dose agreement: 3D gamma index",
-                                        "Gamma map of the worst case"),
+                                        "Gamma map of the worst cases"),
                                        ("fr", "Concordance de dose : indice gamma 3D",
-                                        "Carte gamma du cas le plus défavorable")):
+                                        "Carte gamma des cas les plus défavorables")):
             html = render_run_report(store, outcome.run_id, tmp_path / f"r-{language}.html",
                                      language=language)
             page = Path(html).read_text(encoding="utf-8")

@@ -35,3 +35,14 @@ def test_a_failing_pass_rate_exits_10_and_a_bad_criterion_exits_40(tmp_path, cap
     assert "3%/2mm" in capsys.readouterr().out
     assert main(["compare", "gamma", str(ref), str(ev), "--criteria", "3/2"]) == 40
     assert "criterion '3/2' does not parse" in capsys.readouterr().err
+
+
+def test_a_negative_dose_is_refused_with_the_file_named(tmp_path, capsys):
+    ref, _ = _doses(tmp_path, 1.0)
+    bad = Volume(np.full((5, 6, 6), 50.0, dtype=np.float32), (3.0, 2.5, 2.5))
+    bad.array[2, 3, 3] = -1.0
+    write_nifti(bad, tmp_path / "negative.nii.gz")
+    assert main(["compare", "gamma", str(ref), str(tmp_path / "negative.nii.gz")]) == 40
+    err = capsys.readouterr().err
+    assert "negative.nii.gz" in err and "negative" in err.lower()
+    assert "Traceback" not in err
