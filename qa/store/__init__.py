@@ -18,6 +18,7 @@ Examples
 >>> store.close()
 """
 
+from qa.store._audit import AUDIT_COLUMNS
 from qa.store._baselines import BASELINE_COLUMNS
 from qa.store._engine import StoreError, default_url
 from qa.store._export import EXPORT_TABLES, export_run
@@ -32,10 +33,11 @@ from qa.store._frames import (
 )
 from qa.store._json import json_safe, to_json_text
 from qa.store._store import Store, UnknownRunError
+from qa.store._verify import ChainProblem, VerifyResult
 
 __all__ = [
     "Store", "StoreError", "UnknownRunError", "default_url", "export_run", "json_safe",
     "to_json_text", "EXPORT_TABLES", "RUN_COLUMNS", "CASE_COLUMNS", "MEASUREMENT_COLUMNS",
     "VERDICT_COLUMNS", "ERROR_COLUMNS", "DETAIL_COLUMNS", "VALIDATION_COLUMNS",
-    "BASELINE_COLUMNS",
+    "BASELINE_COLUMNS", "AUDIT_COLUMNS", "VerifyResult", "ChainProblem",
 ]

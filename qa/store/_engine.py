@@ -115,7 +115,8 @@ def upgrade_to_head(engine: sa.Engine, url_shown: str) -> None:
         with _UPGRADE_LOCK, engine.connect().execution_options(qa_write=True) as connection:
             with connection.begin():
                 if connection.dialect.name == "postgresql":
-                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
+                    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                                       {"key": _PG_LOCK_KEY})
                 current = _current_heads(connection)
                 if current == _script_heads():
                     return

@@ -15,9 +15,9 @@ import sqlalchemy as sa
 
 __all__ = [
     "metadata", "runs", "cases", "measurements", "verdicts", "errors", "validations", "details",
-    "baselines",
+    "baselines", "ledger", "audit_events",
     "UTCDateTime", "FloatOrNull", "PROTOCOL_KINDS", "RUN_STATUSES", "FINISHED_STATUSES",
-    "CASE_STATUSES", "LEVELS",
+    "CASE_STATUSES", "LEVELS", "AUDIT_ACTIONS", "LEDGER_KINDS",
 ]
 
 PROTOCOL_KINDS = ("commissioning", "periodic")
@@ -25,6 +25,8 @@ RUN_STATUSES = ("running", "complete", "incomplete", "failed")
 FINISHED_STATUSES = RUN_STATUSES[1:]
 CASE_STATUSES = ("ok", "error")
 LEVELS = ("OK", "TOLERANCE", "ACTION")
+AUDIT_ACTIONS = ("baseline_set", "run_approved", "tolerance_changed")
+LEDGER_KINDS = ("write", "adopted")
 
 
 class UTCDateTime(sa.TypeDecorator[dt.datetime]):
@@ -238,4 +240,37 @@ baselines = sa.Table(
     sa.CheckConstraint("length(trim(reason)) > 0", name="ck_baselines_reason"),
     sa.CheckConstraint("length(trim(operator)) > 0", name="ck_baselines_operator"),
     sa.Index("ix_baselines_protocol", "protocol_name"),
+)
+
+ledger = sa.Table(
+    "ledger", metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=False),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("table_name", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Integer, nullable=True),
+    sa.Column("records", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.UniqueConstraint("hash", name="uq_ledger_hash"),
+    _in("kind", LEDGER_KINDS, "ck_ledger_kind"),
+)
+
+audit_events = sa.Table(
+    "audit_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("operator", sa.Text, nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", name="fk_audit_events_run"),
+              nullable=True),
+    sa.Column("protocol_name", sa.Text, nullable=True),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("details", sa.Text, nullable=False),
+    sa.CheckConstraint("length(trim(reason)) > 0", name="ck_audit_events_reason"),
+    sa.CheckConstraint("length(trim(operator)) > 0", name="ck_audit_events_operator"),
+    _in("action", AUDIT_ACTIONS, "ck_audit_events_action"),
+    sa.Index("ix_audit_events_protocol", "protocol_name"),
 )

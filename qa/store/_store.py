@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import sqlalchemy as sa
 
 from checks.base import Measurement
 from qa.errors import QAInputError
-from qa.store import _frames
+from qa.store import _frames, _ledger
 from qa.store import _schema as tables
 from qa.store._engine import default_url, make_engine, mask_url, resolve_url, upgrade_to_head
 from qa.store._json import to_json_text
@@ -23,6 +24,9 @@ from qa.store._rows import aware, cases_of, verdict_row, where
 from qa.store._schema import CASE_STATUSES, FINISHED_STATUSES, PROTOCOL_KINDS
 
 __all__ = ["Store", "UnknownRunError"]
+
+if TYPE_CHECKING:
+    from qa.store._verify import VerifyResult
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ class Store:
         self.url = resolve_url(url if url is not None else default_url())
         self._url_shown = mask_url(self.url)
         self._engine = make_engine(self.url)
+        self._atomic = threading.local()  # the open atomic() transaction of each thread
         try:
             upgrade_to_head(self._engine, self._url_shown)
         except BaseException:
@@ -81,15 +86,40 @@ class Store:
 
     # ----------------------------------------------------------------------------- writes
 
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Make every write of this thread inside the ``with`` block one transaction.
+
+        All the block's writes are stored together or, if an error leaves the block (or the
+        process dies), none of them. The runner stores each case this way (its row,
+        measurements, details, verdicts, errors), so a run killed mid-way never leaves a
+        half-written case; ``qa run --resume`` relies on it. Reads inside the block do not
+        see its writes until it ends. Blocks do not nest. On SQLite the block holds the write
+        lock: keep it to writes of results already computed.
+        """
+        if getattr(self._atomic, "connection", None) is not None:
+            raise RuntimeError("Store.atomic() blocks do not nest")
+        with self._engine.connect().execution_options(qa_write=True) as connection, \
+                connection.begin():
+            _ledger.lock(connection)
+            self._atomic.connection = connection
+            try:
+                yield
+            finally:
+                self._atomic.connection = None
+
     def create_run(self, *, protocol_name: str, protocol_kind: str, protocol_hash: str,
                    protocol_text: str, dataset_hash: str, case_table_path: str | Path,
                    model: Mapping[str, Any], software_version: str, operator: str,
-                   hostname: str, started_at: dt.datetime | None = None) -> int:
+                   hostname: str, started_at: dt.datetime | None = None,
+                   audit: Mapping[str, Any] | None = None) -> int:
         """Record a new run with status ``running`` and return its id.
 
         ``model`` needs ``name``, ``version`` and ``adapter``; ``sha256`` (of the weights or
         executable) is optional; every other key goes to the JSON column ``model_details``.
-        ``started_at`` defaults to now (UTC).
+        ``started_at`` defaults to now (UTC). ``audit``: the keyword arguments of an audit
+        event (``action``, ``operator``, ``reason``, ``target``, ``details``) recorded in the
+        same transaction for the new run (e.g. ``tolerance_changed``, :mod:`qa.audit`).
         """
         if protocol_kind not in PROTOCOL_KINDS:
             raise ValueError(f"protocol_kind {protocol_kind!r} is not one of "
@@ -110,9 +140,11 @@ class Store:
             "software_version": software_version, "operator": operator, "hostname": hostname,
             "started_at": aware(started_at, "started_at"), "status": "running",
         }
-        with self._engine.connect().execution_options(qa_write=True) as connection, \
-                connection.begin():
-            run_id = connection.execute(tables.runs.insert(), row).inserted_primary_key[0]
+        with self._write_connection() as connection:
+            run_id = int(connection.execute(tables.runs.insert(), row).inserted_primary_key[0])
+            _ledger.chain(connection, "runs", [run_id], run_id)
+            if audit is not None:
+                self._audit(connection, run_id=run_id, protocol_name=protocol_name, **audit)
         logger.info("run %s started (%s, %s)", run_id, protocol_name, row["uid"])
         return int(run_id)
 
@@ -139,6 +171,7 @@ class Store:
                 "attributes": to_json_text(dict(attributes),
                                            what=f"attributes of case {case_id!r}"),
                 "status": status})
+            _ledger.chain(connection, "cases", [[run_id, case_id]], run_id)
 
     def add_measurements(self, run_id: int, case_id: str | None, check_id: str, check: str,
                          measurements: Iterable[Measurement]) -> int:
@@ -156,7 +189,7 @@ class Store:
             with self._writing(run_id, case_ids=cases_of(case_id)) as connection:
                 self._insert(connection, tables.measurements, rows,
                              f"{where(case_id)}, check {check_id!r}: a (metric, label) pair "
-                             "was given twice")
+                             "was given twice", run_id)
         return len(rows)
 
     def add_details(self, run_id: int, case_id: str | None, check_id: str,
@@ -172,7 +205,8 @@ class Store:
         if rows:
             with self._writing(run_id, case_ids=cases_of(case_id)) as connection:
                 self._insert(connection, tables.details, rows,
-                             f"{where(case_id)}, check {check_id!r}: details already stored")
+                             f"{where(case_id)}, check {check_id!r}: details already stored",
+                             run_id)
 
     def add_error(self, run_id: int, message: str, *, case_id: str | None = None,
                   check_id: str | None = None, role: str | None = None,
@@ -182,7 +216,7 @@ class Store:
                "path": None if path is None else str(path), "field": field,
                "message": str(message), "created_at": dt.datetime.now(dt.timezone.utc)}
         with self._writing(run_id) as connection:
-            connection.execute(tables.errors.insert(), row)
+            self._insert(connection, tables.errors, [row], "error", run_id)
 
     def add_errors_from(self, run_id: int, exc: BaseException, *, case_id: str | None = None,
                         check_id: str | None = None) -> None:
@@ -214,7 +248,7 @@ class Store:
         if rows:
             case_ids = {row["case_id"] for row in rows if row["case_id"] is not None}
             with self._writing(run_id, case_ids=case_ids) as connection:
-                connection.execute(tables.verdicts.insert(), rows)
+                self._insert(connection, tables.verdicts, rows, "verdict", run_id)
         return len(rows)
 
     def add_validation(self, run_id: int, scope: str, success: bool, result: Mapping[str, Any],
@@ -230,7 +264,7 @@ class Store:
                    statistics, what=f"statistics of validation {scope!r}"),
                "result": to_json_text(result, what=f"result of validation {scope!r}")}
         with self._writing(run_id) as connection:
-            connection.execute(tables.validations.insert(), row)
+            self._insert(connection, tables.validations, [row], "validation", run_id)
 
     def finish_run(self, run_id: int, status: str, *, exit_code: int | None = None,
                    summary: Mapping[str, Any] | None = None,
@@ -260,6 +294,7 @@ class Store:
                     exit_code=None if exit_code is None else int(exit_code),
                     summary=None if summary is None else to_json_text(
                         summary, what=f"summary of run {run_id}")))
+            _ledger.chain(connection, "run_finish", [run_id], run_id)
         logger.info("run %s finished: %s", run_id, status)
 
     def set_baseline(self, run_id: int, *, operator: str, reason: str,
@@ -280,14 +315,23 @@ class Store:
         """
         from qa.store._baselines import insert_baseline
 
-        with self._engine.connect().execution_options(qa_write=True) as connection, \
-                connection.begin():
+        set_at = aware(set_at, "set_at")
+        with self._write_connection() as connection:
             try:
                 baseline_id = insert_baseline(connection, run_id, operator=operator,
-                                              reason=reason,
-                                              set_at=aware(set_at, "set_at"))
+                                              reason=reason, set_at=set_at)
             except KeyError:
                 raise self._unknown(run_id) from None
+            _ledger.chain(connection, "baselines", [baseline_id], run_id)
+            row = connection.execute(sa.select(tables.baselines).where(
+                tables.baselines.c.id == baseline_id)).one()
+            self._audit(connection, action="baseline_set", operator=operator, reason=reason,
+                        run_id=run_id, protocol_name=row.protocol_name,
+                        target=f"baseline {baseline_id}", at=set_at,
+                        details={"baseline_id": baseline_id, "previous_id": row.previous_id,
+                                 "model_name": row.model_name,
+                                 "model_version": row.model_version,
+                                 "model_sha256": row.model_sha256})
         logger.info("baseline %d set: run %d", baseline_id, run_id)
         return baseline_id
 
@@ -304,6 +348,74 @@ class Store:
 
         with self._engine.connect() as connection:
             return active_baseline(connection, protocol_name)
+
+    def approve_run(self, run_id: int, *, operator: str, reason: str,
+                    at: dt.datetime | None = None) -> int:
+        """Record that ``operator`` approved the finished run ``run_id``, and why; return the
+        audit event id. The run is not changed (append-only): the approval is an event.
+
+        Raises
+        ------
+        ValueError
+            Blank reason or operator, or a run that is still running.
+        UnknownRunError
+            No such run.
+        """
+        from qa.store._audit import require_reason
+
+        reason, operator = require_reason("run_approved", reason, operator)
+        with self._write_connection() as connection:
+            run = connection.execute(sa.select(tables.runs).where(
+                tables.runs.c.id == run_id)).first()
+            if run is None:
+                raise self._unknown(run_id)
+            if run.status == "running":
+                raise ValueError(f"run {run_id} is still running; approve it once it has "
+                                 "finished (`qa runs` shows its status)")
+            event_id = self._audit(
+                connection, action="run_approved", operator=operator, reason=reason,
+                run_id=run_id, protocol_name=run.protocol_name, target=f"run {run_id}",
+                at=aware(at, "at"),
+                details={"status": run.status, "exit_code": run.exit_code,
+                         "protocol_hash": run.protocol_hash, "model_sha256": run.model_sha256})
+        logger.info("run %d approved by %s", run_id, operator)
+        return event_id
+
+    def audit_events(self, protocol_name: str | None = None,
+                     run_id: int | None = None) -> pd.DataFrame:
+        """Audit events (who, what, why), oldest first; columns ``qa.store.AUDIT_COLUMNS``."""
+        from qa.store._audit import audit_frame
+
+        with self._engine.connect() as connection:
+            return audit_frame(connection, protocol_name, run_id)
+
+    def verify(self, anchors: Iterable[str] = ()) -> VerifyResult:
+        """Re-check the SHA-256 chain of the whole store (``qa verify``).
+
+        Returns a :class:`~qa.store.VerifyResult`: ``ok``, ``head_hash`` (print it, keep it:
+        a later ``verify(anchors=[head_hash])`` proves the chain still extends it), and one
+        :class:`~qa.store.ChainProblem` per record changed, removed or written behind the
+        store's back, and per ledger entry removed, changed or out of order.
+        """
+        from qa.store._verify import verify_chain
+
+        return verify_chain(self._engine, anchors)
+
+    def run_anchor(self, run_id: int) -> dict[str, Any] | None:
+        """The ledger entry that chained this run's finish: ``{"seq", "hash"}``, or None.
+
+        A report prints this hash rather than the store's head: it is fixed once the run is
+        finished, so the same run renders the same report however many runs follow, and
+        ``qa verify --anchor HASH`` later proves the store still holds the run's history.
+        None while the run is unfinished or in a store written before the chain existed.
+        """
+        ledger = tables.ledger
+        query = (sa.select(ledger.c.seq, ledger.c.hash)
+                 .where(ledger.c.table_name == "run_finish", ledger.c.run_id == run_id)
+                 .order_by(ledger.c.seq.desc()).limit(1))
+        with self._engine.connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else {"seq": int(row.seq), "hash": str(row.hash)}
 
     # ------------------------------------------------------------------------------ reads
 
@@ -371,9 +483,9 @@ class Store:
 
     @contextmanager
     def _writing(self, run_id: int, case_ids: Iterable[str] = ()) -> Iterator[sa.Connection]:
-        """A write transaction on a run that exists, is still running and has these cases."""
-        with self._engine.connect().execution_options(qa_write=True) as connection, \
-                connection.begin():
+        """A write transaction on a run that exists, is still running and has these cases
+        (the transaction of the enclosing :meth:`atomic` block, if any)."""
+        with self._write_connection() as connection:
             row = connection.execute(sa.select(tables.runs.c.status, tables.runs.c.finished_at)
                                      .where(tables.runs.c.id == run_id)).first()
             if row is None:
@@ -394,11 +506,31 @@ class Store:
                                      "call add_case first")
             yield connection
 
+    @contextmanager
+    def _write_connection(self) -> Iterator[sa.Connection]:
+        shared = getattr(self._atomic, "connection", None)
+        if shared is not None:
+            yield shared
+            return
+        with self._engine.connect().execution_options(qa_write=True) as connection, \
+                connection.begin():
+            _ledger.lock(connection)  # the chain appends in order
+            yield connection
+
+    def _audit(self, connection: sa.Connection, **event: Any) -> int:
+        from qa.store._audit import insert_event
+
+        event_id = insert_event(connection, **event)
+        _ledger.chain(connection, "audit_events", [event_id], event.get("run_id"))
+        return event_id
+
     @staticmethod
     def _insert(connection: sa.Connection, table: sa.Table, rows: list[dict[str, Any]],
-                duplicate: str) -> None:
-        try:
-            connection.execute(table.insert(), rows)
+                duplicate: str, run_id: int) -> None:
+        """Insert rows of a run and chain them (one ledger entry for the batch)."""
+        try:  # every column back, through the column types: what the chain hashes
+            stored = connection.execute(table.insert().returning(*table.c), rows).all()
         except sa.exc.IntegrityError as exc:
             raise ValueError(f"{table.name}: {duplicate} or was already recorded; each is "
                              "recorded once per run (a rerun is a new run)") from exc
+        _ledger.append_rows(connection, table.name, [row._mapping for row in stored], run_id)

@@ -8,9 +8,7 @@ the server is missing. Expected values are written out by hand or computed with 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import enum
 import json
 import math
 import subprocess
@@ -27,133 +25,17 @@ from alembic.runtime.migration import MigrationContext
 
 import qa.store._engine as store_engine
 from checks.base import Measurement
-from qa.errors import ReaderError
 from qa.store import RUN_COLUMNS, Store, StoreError, UnknownRunError
 from qa.store._schema import metadata
+from tests.qa.store_helpers import PG_PASSWORD, fill_run, new_run, upgrade_to
 
 UTC = dt.timezone.utc
-PG_PASSWORD = "pw-never-shown"  # trust auth ignores it; used to check masking
 TABLES = ("runs", "cases", "measurements", "verdicts", "errors", "validations", "details",
-          "baselines")
-HEAD_REVISION = "0003"
+          "baselines", "ledger", "audit_events")
+HEAD_REVISION = "0004"
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def pg_database():
-    """URL of a fresh PostgreSQL database for this session (dropped at the end), and an
-    AUTOCOMMIT engine on it."""
-    pytest.importorskip("psycopg", reason="PostgreSQL tests need psycopg[binary]")
-    admin = None
-    for user in ("postgres", "root"):
-        engine = sa.create_engine(f"postgresql+psycopg://{user}@127.0.0.1:5432/test",
-                                  isolation_level="AUTOCOMMIT",
-                                  connect_args={"connect_timeout": 3})
-        try:
-            with engine.connect():
-                admin = (engine, user)
-                break
-        except sa.exc.OperationalError:
-            engine.dispose()
-    if admin is None:
-        pytest.skip("PostgreSQL server not reachable at 127.0.0.1:5432 (users postgres, root)")
-    engine, user = admin
-    name = f"qa_test_{uuid.uuid4().hex[:12]}"
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    url = f"postgresql+psycopg://{user}:{PG_PASSWORD}@127.0.0.1:5432/{name}"
-    on_database = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        yield url, on_database
-    finally:
-        on_database.dispose()
-        with engine.connect() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    """An empty database: a SQLite file, or a fresh schema in the session's PostgreSQL db."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'qa.db'}"
-    base, engine = request.getfixturevalue("pg_database")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    return f"{base}?options=-csearch_path%3D{schema}"
-
-
-@pytest.fixture
-def store(store_url):
-    with Store(store_url) as opened:
-        yield opened
-
-
-def new_run(store: Store, **overrides) -> int:
-    arguments = dict(
-        protocol_name="MR-to-sCT pelvis", protocol_kind="commissioning", protocol_hash="a" * 64,
-        protocol_text="name: MR-to-sCT pelvis\nchecks: []\n", dataset_hash="b" * 64,
-        case_table_path="data/cases.csv",
-        model={"name": "mr2ct", "version": "2.1", "adapter": "torch", "sha256": "c" * 64,
-               "path": "models/mr2ct.ts", "input": "mr"},
-        software_version="0.1.0", operator="physicist", hostname="qa-host")
-    arguments.update(overrides)
-    return store.create_run(**arguments)
-
-
-class Level(enum.Enum):
-    OK = "OK"
-    ACTION = "ACTION"
-
-
-@dataclasses.dataclass(frozen=True)
-class Verdict:
-    check_id: str
-    metric: str
-    level: Level
-    value: float
-    case_id: str | None = None
-    statistic: str = "value"
-    label: str = ""
-    tolerance_max: float | None = None
-    action_max: float | None = None
-    message: str = ""
-    unit: str = "HU"  # not a verdict column: ignored
-
-
-def fill_run(store: Store) -> int:
-    """A run with cases written out of table order, and one row of everything."""
-    run_id = new_run(store)
-    store.add_case(run_id, "p02", position=1, attributes={"sex": "F", "age": np.int64(61)})
-    store.add_case(run_id, "p01", position=0, attributes={"sex": "M", "bmi": 24.5})
-    store.add_case(run_id, "p03", position=2, attributes={"sex": "M", "bmi": math.nan},
-                   status="error")
-    store.add_measurements(run_id, "p02", "hu", "hu_accuracy", [
-        Measurement("mae_hu", 71.5, "HU"), Measurement("mae_hu", 180.0, "HU", "bone")])
-    store.add_measurements(run_id, "p01", "hu", "hu_accuracy", [
-        Measurement("mae_hu", 55.25, "HU"), Measurement("mae_hu", math.nan, "HU", "bone"),
-        Measurement("me_hu", -math.inf, "HU")])
-    store.add_verdicts(run_id, [
-        {"check_id": "hu", "metric": "mae_hu", "level": "tolerance", "case_id": "p02",
-         "value": 71.5, "tolerance_max": 70.0, "action_max": 90.0, "message": "above 70 HU"},
-        Verdict("hu", "mae_hu", Level.OK, 55.25, case_id="p01", tolerance_max=70.0,
-                action_max=90.0),
-        Verdict("hu", "mae_hu", Level.OK, 63.375, statistic="mean", tolerance_max=70.0),
-    ])
-    store.add_details(run_id, "p01", "hu", {
-        "histogram": {"edges_hu": np.array([-100.0, 0.0, 100.0]), "counts": [3, np.nan]},
-        "n_voxels": np.int32(12)})
-    store.add_errors_from(run_id, ReaderError("cannot read the CT series; check the path",
-                                              path="p03/ct", role="ct", field="ImagePosition"),
-                          case_id="p03", check_id="hu")
-    store.add_error(run_id, "dataset hash changed since commissioning")
-    store.add_validation(run_id, "case_table", True,
-                         {"success": True, "results": [{"success": True}],
-                          "statistics": {"evaluated_expectations": 4, "success_percent": 100.0}})
-    return run_id
 
 
 # ------------------------------------------------------------------------------ tests
@@ -351,7 +233,8 @@ def test_order_follows_case_position_whatever_the_insertion_order(store):
 
 def test_database_refuses_updates_and_deletes(store):
     run_id = fill_run(store)
-    tables = [table for table in TABLES if table != "baselines"]  # empty here: see below
+    # baselines and audit_events are empty here: see the baseline and audit tests
+    tables = [table for table in TABLES if table not in ("baselines", "audit_events")]
     statements = [f"UPDATE {table} SET run_id = run_id" for table in tables[1:]]
     statements += [f"DELETE FROM {table}" for table in tables]
     statements += ["UPDATE runs SET protocol_hash = 'forged'"]
@@ -440,12 +323,18 @@ def test_export_refusals(store, tmp_path, monkeypatch):
         store.export(run_id, tmp_path / "out", format="parquet")
 
 
-def test_url_from_qa_store_variable_else_qa_db_in_current_folder(tmp_path, monkeypatch):
-    target = tmp_path / "from_env.db"
-    monkeypatch.setenv("QA_STORE", f"sqlite:///{target}")
+def test_url_from_qa_store_variable(store_url, monkeypatch):
+    monkeypatch.setenv("QA_STORE", store_url)
     with Store() as from_env:
-        assert from_env.url == f"sqlite:///{target}" and target.exists()
-    monkeypatch.delenv("QA_STORE")
+        assert from_env.url == store_url
+        run_id = new_run(from_env)
+    with Store(store_url) as again:
+        assert again.run(run_id)["protocol_name"] == "MR-to-sCT pelvis"
+
+
+def test_sqlite_default_is_qa_db_in_the_current_folder(tmp_path, monkeypatch):
+    """SQLite only by nature: the default URL and relative paths are SQLite files."""
+    monkeypatch.delenv("QA_STORE", raising=False)
     monkeypatch.chdir(tmp_path)
     with Store() as default:
         assert default.url == f"sqlite:///{tmp_path / 'qa.db'}" and (tmp_path / "qa.db").exists()
@@ -454,6 +343,8 @@ def test_url_from_qa_store_variable_else_qa_db_in_current_folder(tmp_path, monke
 
 
 def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(tmp_path):
+    """SQLite only by nature (PRAGMAs); the PostgreSQL side of writer serialisation is in
+    test_a_write_transaction_holds_the_write_lock."""
     with Store(f"sqlite:///{tmp_path / 'qa.db'}") as opened:
         with opened._engine.connect() as connection:
             pragmas = [connection.exec_driver_sql(f"PRAGMA {name}").scalar()
@@ -461,19 +352,47 @@ def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(tmp_path):
     assert pragmas == ["wal", 30000, 1]
 
 
+def test_a_write_transaction_holds_the_write_lock(store):
+    """While one write transaction is open, another writer waits (here: gives up after
+    0.1 s): SQLite BEGIN IMMEDIATE; PostgreSQL LOCK TABLE ledger IN EXCLUSIVE MODE."""
+    run_id = new_run(store)
+    other = sa.create_engine(store.url, isolation_level="AUTOCOMMIT")
+    with store._write_connection() as connection, other.connect() as second:
+        connection.execute(sa.text("SELECT 1"))
+        if store.url.startswith("sqlite"):
+            second.exec_driver_sql("PRAGMA busy_timeout=100")
+            attempt = "BEGIN IMMEDIATE"
+        else:
+            second.exec_driver_sql("SET lock_timeout = '100ms'")
+            second.exec_driver_sql("BEGIN")
+            attempt = "LOCK TABLE ledger IN EXCLUSIVE MODE"
+        with pytest.raises(sa.exc.OperationalError, match="locked|lock timeout"):
+            second.exec_driver_sql(attempt)
+        if not store.url.startswith("sqlite"):
+            second.exec_driver_sql("ROLLBACK")
+        assert second.exec_driver_sql("SELECT count(*) FROM runs").scalar() == 1  # reads go on
+    other.dispose()
+    store.add_case(run_id, "p01", position=0, attributes={})  # the lock is released
+
+
 def test_unusable_locations_raise_store_error(tmp_path):
     with pytest.raises(StoreError, match="cannot open the results store sqlite:///.*missing/"
                                          "qa.db.*check that the folder exists"):
         Store(f"sqlite:///{tmp_path / 'missing' / 'qa.db'}")
-    url = f"sqlite:///{tmp_path / 'newer.db'}"
-    Store(url).close()
-    engine = sa.create_engine(url)
+    with pytest.raises(StoreError, match="(?s)cannot open the results store postgresql\\+psycopg://"
+                                         "qa:\\*\\*\\*@127.0.0.1:1/qa: .*the server is up"):
+        Store("postgresql+psycopg://qa:secret@127.0.0.1:1/qa")
+
+
+def test_a_store_of_a_newer_version_is_refused(store_url):
+    Store(store_url).close()
+    engine = sa.create_engine(store_url)
     with engine.begin() as connection:
         connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
     engine.dispose()
     with pytest.raises(StoreError, match="at schema revision 9999, which this version of "
                                          "ALARA-QA does not know"):
-        Store(url)
+        Store(store_url)
 
 
 _OPEN_WHEN_TOLD = """
@@ -483,13 +402,14 @@ folder = pathlib.Path(sys.argv[1])
 (folder / f"ready-{sys.argv[2]}").touch()
 while not (folder / "go").exists():
     time.sleep(0.005)
-Store(f"sqlite:///{folder / 'qa.db'}").close()
+Store(sys.argv[3]).close()
 """
 
 
-def test_concurrent_first_opens_migrate_once(tmp_path):
-    children = [subprocess.Popen([sys.executable, "-c", _OPEN_WHEN_TOLD, str(tmp_path), str(i)],
-                                 stderr=subprocess.PIPE, text=True) for i in range(2)]
+def test_concurrent_first_opens_migrate_once(store_url, tmp_path):
+    children = [subprocess.Popen([sys.executable, "-c", _OPEN_WHEN_TOLD, str(tmp_path), str(i),
+                                  store_url], stderr=subprocess.PIPE, text=True)
+                for i in range(2)]
     deadline = time.monotonic() + 60
     while len(list(tmp_path.glob("ready-*"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -498,7 +418,7 @@ def test_concurrent_first_opens_migrate_once(tmp_path):
     outcomes = [(child.returncode, stderr) for child, (_, stderr) in zip(children, outcomes,
                                                                          strict=True)]
     assert outcomes == [(0, "")] * 2
-    with Store(f"sqlite:///{tmp_path / 'qa.db'}") as opened:
+    with Store(store_url) as opened:
         with opened._engine.connect() as connection:
             assert connection.exec_driver_sql(
                 "SELECT version_num FROM alembic_version").all() == [(HEAD_REVISION,)]
@@ -565,22 +485,8 @@ def test_cohort_rows_are_append_only_too(store):
                     connection.exec_driver_sql(statement)
 
 
-def _upgrade_to(url: str, revision: str) -> None:
-    from alembic import command
-
-    engine = store_engine.make_engine(url)
-    try:
-        with engine.connect().execution_options(qa_write=True) as connection, \
-                connection.begin():
-            config = store_engine._alembic_config()
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
-    finally:
-        engine.dispose()
-
-
 def test_a_0001_store_with_data_migrates_to_cohort_results_keeping_everything(store_url):
-    _upgrade_to(store_url, "0001")
+    upgrade_to(store_url, "0001")
     engine = sa.create_engine(store_url)
     with engine.begin() as connection:
         connection.exec_driver_sql(
@@ -612,6 +518,7 @@ def test_a_0001_store_with_data_migrates_to_cohort_results_keeping_everything(st
             ["p01", "mae_hu", 55.5]]
         assert store.details(1)["payload"].tolist() == [[1, 2]]
         store.add_measurements(1, None, "bias", "subgroup_bias", [Measurement("m", 2.0, "1")])
+        assert store.verify().ok  # the 0001 rows were adopted into the chain on upgrade
         assert store.measurements(1)["case_id"].tolist()[0] == "p01"
         assert pd.isna(store.measurements(1)["case_id"].iloc[1])
         with store._engine.connect() as connection:
