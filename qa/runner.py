@@ -1,50 +1,60 @@
 """Run a protocol over its case table into the results store.
 
 Flow: load and validate the case table (great_expectations) -> fingerprint the model ->
-open a run in the store -> process the cases (in this process or ``workers`` local
-processes) -> store each case's measurements, details, errors and verdicts as it finishes
--> grade the cohort aggregates -> run the cohort checks (``qa.cohort_runner``) on the stored
-per-case results -> for a ``periodic`` protocol, compare with the active baseline
-(``qa.baseline``: model fingerprint, per-case differences) -> validate the image metadata ->
-close the run with its exit code.
+open a run in the store -> compute the cases (:mod:`qa.executors`: in this process, in
+``workers`` local processes, or as Dask tasks) -> store each case's row, measurements,
+details, errors and verdicts in one transaction as it finishes -> grade the cohort
+aggregates -> run the cohort checks (``qa.cohort_runner``) on the stored per-case results ->
+for a ``periodic`` protocol, compare with the active baseline (``qa.baseline``: model
+fingerprint, per-case differences) -> validate the image metadata -> close the run with its
+exit code.
 
 One bad case never stops the others: its problems are stored as errors and the run goes on.
-Results reach the store in case-table order whatever the number of workers, so two runs of
-the same protocol on the same data give the same rows in the same order.
+Cases arrive in completion order; every read sorts by the case's position in the case table,
+and the cohort phase reads the per-case results back from the store, so the executor, the
+number of workers and an interruption followed by ``qa run --resume`` (:mod:`qa.resume`)
+never change what a run stores.
+
+A run whose process dies (killed, power loss, out of memory) or is stopped with Ctrl-C stays
+``running`` in the store with every case it finished; ``qa runs`` shows it as incomplete and
+``qa run PROTOCOL --resume RUN`` completes it. A run stopped by any other exception is
+closed as ``incomplete``.
 """
 
 from __future__ import annotations
 
 import getpass
 import logging
-import os
 import platform
-import sys
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from qa import __version__
+from qa.audit import tolerance_change_event
 from qa.baseline import run_baseline_comparison
-from qa.case_runner import CaseContext, CaseResult, process_case
+from qa.case_runner import CaseContext, CaseResult
 from qa.cohort_runner import is_cohort_check, run_cohort_checks
 from qa.dataset import CaseTable, dataset_hash, load_cases
+from qa.executors import ExecutorSpec, case_results
 from qa.exitcodes import ExitCode, exit_code_for
 from qa.models import load_adapter
 from qa.protocol import Protocol, load_protocol
+from qa.risk import RISK_CHECK_ID, TEMPLATE_DETAIL, template_record
 from qa.store import Store
 from qa.trending import IMAGE_METADATA_CHECK_ID, run_drift_check, run_trend_charts
 from qa.validation import validate_case_table, validate_image_metadata
 from qa.verdicts import Level, Verdict, grade_cohort, grade_measurements, worst_level
 
-__all__ = ["RunOutcome", "run_protocol"]
+__all__ = ["RunOutcome", "PreparedRun", "prepare_run", "execute_run", "run_protocol"]
 
 logger = logging.getLogger(__name__)
+
+#: ``validations.scope`` of the case-table validation, stored with the table problems in one
+#: transaction: its presence tells :mod:`qa.resume` that this first phase is done.
+CASE_TABLE_SCOPE = "case_table"
 
 
 @dataclass(frozen=True)
@@ -56,8 +66,25 @@ class RunOutcome:
     summary: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class PreparedRun:
+    """Everything a run needs before its first write: the protocol, the loaded case table,
+    the per-case context (checks and model adapter) and the cohort checks."""
+
+    protocol: Protocol
+    case_table: CaseTable
+    context: CaseContext
+    cohort_checks: list[tuple[Any, Any]]
+
+    @property
+    def dataset_sha256(self) -> str:
+        return dataset_hash(self.case_table)
+
+
 def run_protocol(protocol: Protocol | str | Path, store: Store, *, workers: int = 1,
-                 operator: str | None = None, progress: bool | None = None) -> RunOutcome:
+                 operator: str | None = None, progress: bool | None = None,
+                 executor: str = "local", scheduler: str | None = None,
+                 trust_model: bool = False, reason: str | None = None) -> RunOutcome:
     """Run every check of ``protocol`` on every case into ``store``.
 
     Parameters
@@ -66,11 +93,23 @@ def run_protocol(protocol: Protocol | str | Path, store: Store, *, workers: int 
         The protocol, or the path of its YAML file.
     store : qa.store.Store
     workers : int
-        Number of local worker processes (1 = run in this process).
+        Number of local worker processes (1 = run in this process), or of Dask workers of
+        the ``LocalCluster`` started when ``executor="dask"`` has no ``scheduler``.
     operator : str, optional
         Who ran it; default the protocol's ``operator``, else the login name.
     progress : bool, optional
         Show a progress bar on stderr (default: only when stderr is a terminal).
+    executor : {"local", "dask"}
+        Where the cases are computed (:mod:`qa.executors`).
+    scheduler : str, optional
+        A Dask scheduler address (``tcp://host:8786``) for ``executor="dask"``.
+    trust_model : bool
+        Let a torch model that needs full unpickling load (it can run arbitrary code;
+        ``qa run --trust-model``); recorded in the model fingerprint.
+    reason : str, optional
+        Why the tolerance or action levels differ from the previous run of this protocol
+        name (``qa run --reason``); required then, recorded in the audit trail
+        (:mod:`qa.audit`).
 
     Returns
     -------
@@ -82,85 +121,99 @@ def run_protocol(protocol: Protocol | str | Path, store: Store, *, workers: int 
         When the run cannot start (bad protocol, unreadable case table, model not loadable);
         nothing is written to the store then.
     """
-    if not isinstance(protocol, Protocol):
-        protocol = load_protocol(protocol)
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    case_table = load_cases(protocol)
-    adapter = load_adapter(protocol.model, protocol.base_dir)
-    fingerprint = adapter.fingerprint()
-    instances = protocol.check_instances()
-    checks = [(spec, check) for spec, check in instances if not is_cohort_check(check)]
-    cohort_checks = [(spec, check) for spec, check in instances if is_cohort_check(check)]
+    spec = ExecutorSpec(executor, workers, scheduler)  # type: ignore[arg-type]
+    prepared = prepare_run(protocol, trust_model=trust_model)
+    protocol = prepared.protocol
+    case_table = prepared.case_table
+    risk_template = template_record(protocol.risk_path)  # a bad template stops the start
+    operator = operator or protocol.operator or login_name()
+    audit = tolerance_change_event(store, protocol.name, protocol.kind, protocol.text, reason)
     run_id = store.create_run(
         protocol_name=protocol.name, protocol_kind=protocol.kind,
         protocol_hash=protocol.sha256, protocol_text=protocol.text,
-        dataset_hash=dataset_hash(case_table), case_table_path=str(case_table.path),
-        model=fingerprint.to_dict(), software_version=__version__,
-        operator=operator or protocol.operator or login_name(), hostname=platform.node(),
+        dataset_hash=prepared.dataset_sha256, case_table_path=str(case_table.path),
+        model=prepared.context.adapter.fingerprint().to_dict(), software_version=__version__,
+        operator=operator, hostname=platform.node(),
+        audit=None if audit is None else {**audit, "operator": operator},
     )
-    logger.info("run %d started: %s, %d cases", run_id, protocol.name, len(case_table.cases))
+    store.add_details(run_id, None, RISK_CHECK_ID, {TEMPLATE_DETAIL: risk_template})
+    logger.info("run %d started: %s, %d cases (%s)", run_id, protocol.name,
+                len(case_table.cases), spec.describe())
+    return execute_run(prepared, store, run_id, spec, progress)
+
+
+def prepare_run(protocol: Protocol | str | Path, *, trust_model: bool = False) -> PreparedRun:
+    """Load the protocol, its case table, its checks and its model (nothing is stored)."""
+    if not isinstance(protocol, Protocol):
+        protocol = load_protocol(protocol)
+    case_table = load_cases(protocol)
+    adapter = load_adapter(protocol.model, protocol.base_dir, trust_model=trust_model)
+    instances = protocol.check_instances()
+    checks = [(spec, check) for spec, check in instances if not is_cohort_check(check)]
+    cohort_checks = [(spec, check) for spec, check in instances if is_cohort_check(check)]
+    return PreparedRun(protocol, case_table, CaseContext(protocol, checks, adapter),
+                       cohort_checks)
+
+
+def execute_run(prepared: PreparedRun, store: Store, run_id: int, executor: ExecutorSpec,
+                progress: bool | None = None, *,
+                resumed: dict[str, Any] | None = None) -> RunOutcome:
+    """Compute and store the cases of the running run ``run_id`` that it does not hold yet,
+    then its cohort phase, and close it.
+
+    A fresh run holds no case; a resumed one (``resumed``: what :mod:`qa.resume` recorded,
+    kept in the summary) holds the cases stored before its process died.
+    """
     try:
-        outcome = _execute(protocol, store, run_id, case_table,
-                           CaseContext(protocol, checks, adapter), cohort_checks, workers,
-                           progress)
+        return _execute(prepared, store, run_id, executor, progress, resumed)
+    except KeyboardInterrupt:
+        logger.error("run %d interrupted; it keeps the cases already stored: complete it with "
+                     "`qa run %s --resume %d`", run_id, prepared.protocol.path, run_id)
+        raise
     except BaseException:
         store.finish_run(run_id, "incomplete", exit_code=None,
                          summary={"reason": "interrupted or crashed; see the log"})
         raise
-    return outcome
 
 
-def _execute(protocol: Protocol, store: Store, run_id: int, case_table: CaseTable,
-             context: CaseContext, cohort_checks: list[tuple[Any, Any]], workers: int,
-             progress: bool | None) -> RunOutcome:
-    table_report = validate_case_table(case_table, protocol)
-    store.add_validation(run_id, table_report.scope, table_report.success,
-                         table_report.to_dict(), statistics=table_report.statistics)
-    excluded = _store_table_problems(store, run_id, case_table, dict(protocol.attributes))
+def _execute(prepared: PreparedRun, store: Store, run_id: int, executor: ExecutorSpec,
+             progress: bool | None, resumed: dict[str, Any] | None) -> RunOutcome:
+    protocol, case_table, context = prepared.protocol, prepared.case_table, prepared.context
+    validations = store.validations(run_id)
+    if CASE_TABLE_SCOPE in set(validations["scope"]):
+        table_success = bool(validations.loc[validations["scope"] == CASE_TABLE_SCOPE,
+                                             "success"].iloc[0])
+    else:
+        table_report = validate_case_table(case_table, protocol)
+        with store.atomic():  # the table phase is stored whole or not at all
+            store.add_validation(run_id, table_report.scope, table_report.success,
+                                 table_report.to_dict(), statistics=table_report.statistics)
+            _store_table_problems(store, run_id, case_table, dict(protocol.attributes))
+        table_success = bool(table_report.success)
 
-    verdicts: list[Verdict] = []
-    measurement_rows: list[dict[str, Any]] = []
-    metadata_rows: list[dict[str, Any]] = []
-    error_cases = set(excluded)
-    for result in _results(context, case_table, workers, progress):
-        store.add_case(run_id, result.case_id, position=result.position,
-                       attributes=result.attributes, status=result.status)
-        specs = {spec.id: spec for spec, _ in context.checks}
-        for record in result.records:
-            store.add_measurements(run_id, result.case_id, record.check_id, record.check,
-                                   record.measurements)
-            if record.details:
-                store.add_details(run_id, result.case_id, record.check_id, record.details)
-            case_verdicts = grade_measurements(
-                specs[record.check_id], result.case_id, record.measurements,
-                not_applicable=record.details.get("not_applicable", ()))
-            store.add_verdicts(run_id, case_verdicts)
-            verdicts.extend(case_verdicts)
-            measurement_rows.extend(
-                {"case_id": result.case_id, "check_id": record.check_id, "metric": m.metric,
-                 "label": m.label, "value": m.value, "unit": m.unit}
-                for m in record.measurements)
-        for error in result.errors:
-            store.add_error(run_id, error["message"], case_id=result.case_id,
-                            check_id=error.get("check_id"), role=error.get("role"),
-                            path=error.get("path"), field=error.get("field"))
-            logger.warning("case %s: %s", result.case_id, error["message"])
-        if result.errors:
-            error_cases.add(result.case_id)
-        metadata_rows.extend(result.image_metadata)
-        if result.image_metadata:  # kept per case for drift checks of later runs
-            store.add_details(run_id, result.case_id, IMAGE_METADATA_CHECK_ID,
-                              {row["role"]: row for row in result.image_metadata})
+    stored = set(store.cases(run_id)["case_id"])
+    todo = [case for case in case_table.cases if case.case_id not in stored]
+    if stored:
+        logger.info("run %d: %d case(s) already stored, %d to run", run_id,
+                    len(case_table.cases) - len(todo), len(todo))
+    specs = {spec.id: spec for spec, _ in context.checks}
+    for result in case_results(executor, context, todo, progress):
+        with store.atomic():  # a case is stored whole or not at all (qa.resume relies on it)
+            _store_case(store, run_id, result, specs)
 
-    per_case = pd.DataFrame(measurement_rows,
-                            columns=["case_id", "check_id", "metric", "label", "value", "unit"])
+    # The cohort phase reads the per-case results back from the store, in case-table order:
+    # the same input whatever the executor, the arrival order or an interruption.
+    per_case = store.measurements(run_id)
+    per_case = per_case[per_case["case_id"].notna()].drop(columns=["run_id", "check"])
+    verdicts = _stored_case_verdicts(store, run_id)
+    errors = store.errors(run_id)
+    error_cases = set(errors.loc[errors["case_id"].notna(), "case_id"])
     cohort: list[Verdict] = []
     for spec, _ in context.checks:
         cohort.extend(grade_cohort(spec, per_case, verdicts))
     store.add_verdicts(run_id, cohort)
     verdicts.extend(cohort)
-    phase = run_cohort_checks(store, run_id, protocol, cohort_checks)
+    phase = run_cohort_checks(store, run_id, protocol, prepared.cohort_checks)
     verdicts.extend(phase.verdicts)
     baseline_info, baseline_failed = None, False
     if protocol.kind == "periodic":
@@ -188,6 +241,7 @@ def _execute(protocol: Protocol, store: Store, run_id: int, case_table: CaseTabl
             baseline_failed = True
 
     metadata_ok = True
+    metadata_rows = list(store.details(run_id, check_id=IMAGE_METADATA_CHECK_ID)["payload"])
     if metadata_rows:
         meta_report = validate_image_metadata(pd.DataFrame(metadata_rows), protocol)
         store.add_validation(run_id, meta_report.scope, meta_report.success,
@@ -196,7 +250,7 @@ def _execute(protocol: Protocol, store: Store, run_id: int, case_table: CaseTabl
     worst = worst_level(verdicts)
     code = exit_code_for(worst, has_errors=bool(error_cases or phase.failed_check_ids
                                                 or baseline_failed),
-                         validation_failed=not (table_report.success and metadata_ok))
+                         validation_failed=not (table_success and metadata_ok))
     summary = {
         "cases_in_table": int(len(case_table.frame)),
         "cases_run": len(case_table.cases),
@@ -205,13 +259,53 @@ def _execute(protocol: Protocol, store: Store, run_id: int, case_table: CaseTabl
         "baseline": baseline_info,
         "verdicts": {level.value: sum(v.level == level for v in verdicts) for level in Level},
         "worst_level": worst.value if verdicts else None,
-        "validation_success": bool(table_report.success and metadata_ok),
+        "validation_success": bool(table_success and metadata_ok),
         "exit_code": int(code),
         "exit_meaning": code.meaning,
     }
+    if resumed is not None:
+        summary["resumed"] = resumed
     store.finish_run(run_id, "complete", exit_code=int(code), summary=summary)
     logger.info("run %d complete: %s (exit %d)", run_id, code.meaning, int(code))
     return RunOutcome(run_id, code, summary)
+
+
+def _store_case(store: Store, run_id: int, result: CaseResult, specs: dict[str, Any]) -> None:
+    """Store one case's row, measurements, details, per-case verdicts, errors and image
+    metadata (the caller wraps this in one transaction)."""
+    store.add_case(run_id, result.case_id, position=result.position,
+                   attributes=result.attributes, status=result.status)
+    for record in result.records:
+        store.add_measurements(run_id, result.case_id, record.check_id, record.check,
+                               record.measurements)
+        if record.details:
+            store.add_details(run_id, result.case_id, record.check_id, record.details)
+        store.add_verdicts(run_id, grade_measurements(
+            specs[record.check_id], result.case_id, record.measurements,
+            not_applicable=record.details.get("not_applicable", ())))
+    for error in result.errors:
+        store.add_error(run_id, error["message"], case_id=result.case_id,
+                        check_id=error.get("check_id"), role=error.get("role"),
+                        path=error.get("path"), field=error.get("field"))
+        logger.warning("case %s: %s", result.case_id, error["message"])
+    if result.image_metadata:  # kept per case for drift checks of later runs
+        store.add_details(run_id, result.case_id, IMAGE_METADATA_CHECK_ID,
+                          {row["role"]: row for row in result.image_metadata})
+
+
+def _stored_case_verdicts(store: Store, run_id: int) -> list[Verdict]:
+    """The run's stored per-case verdicts (case-table order) as :class:`Verdict` records."""
+    frame = store.verdicts(run_id)
+    frame = frame[frame["case_id"].notna()]
+
+    def bound(value: Any) -> float | None:
+        return None if pd.isna(value) else float(value)
+
+    return [Verdict(row.case_id, row.check_id, row.metric, row.label, row.statistic,
+                    float(row.value), Level(row.level), bound(row.tolerance_min),
+                    bound(row.tolerance_max), bound(row.action_min), bound(row.action_max),
+                    row.message)
+            for row in frame.itertuples(index=False)]
 
 
 def _store_table_problems(store: Store, run_id: int, case_table: CaseTable,
@@ -248,49 +342,6 @@ def _as_written(value: Any, numeric: bool) -> Any:
         except ValueError:
             return text
     return text
-
-
-def _results(context: CaseContext, case_table: CaseTable, workers: int,
-             progress: bool | None) -> Iterator[CaseResult]:
-    """Case results in table order, computed here or in ``workers`` processes."""
-    from tqdm import tqdm
-
-    cases = case_table.cases
-    bar = tqdm(total=len(cases), unit="case", file=sys.stderr, desc="QA",
-               disable=(not sys.stderr.isatty()) if progress is None else not progress)
-    try:
-        if workers == 1 or len(cases) <= 1:
-            for case in cases:
-                yield process_case(context, case)
-                bar.update()
-            return
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=_init_worker,
-                                 initargs=(str(context.protocol.path), threads)) as pool:
-            for result in pool.map(_work, cases):
-                yield result
-                bar.update()
-    finally:
-        bar.close()
-
-
-_WORKER_CONTEXT: CaseContext | None = None
-
-
-def _init_worker(protocol_path: str, threads: int) -> None:
-    """Worker-process initialiser: load the protocol, checks and model once."""
-    global _WORKER_CONTEXT
-    protocol = load_protocol(protocol_path)
-    adapter = load_adapter(protocol.model, protocol.base_dir, num_threads=threads)
-    checks = [(spec, check) for spec, check in protocol.check_instances()
-              if not is_cohort_check(check)]
-    _WORKER_CONTEXT = CaseContext(protocol, checks, adapter)
-
-
-def _work(case: Any) -> CaseResult:
-    assert _WORKER_CONTEXT is not None, "worker not initialised"
-    return process_case(_WORKER_CONTEXT, case)
 
 
 def login_name() -> str:
