@@ -1,11 +1,12 @@
 """The case table: one row per case, with role columns (file paths) and attribute columns.
 
 :func:`load_cases` reads the CSV named by the protocol's ``cases:`` key. Problems that affect
-single cases (a blank required path, a missing file, an attribute out of range, a duplicate
-id) do not stop the run: the affected cases are left out and each problem is recorded as a
-:class:`~qa.errors.CaseTableError` naming the case, the CSV row (1-based, the header is row 1),
-the column and what to do. Problems that leave nothing to run (no file, unreadable CSV, no
-``case_id`` column, a required column missing) raise :class:`~qa.errors.CaseTableError`.
+single cases (a blank required path, a missing file, a path outside the data folder, an
+attribute out of range, a duplicate id) do not stop the run: the affected cases are left
+out and each problem is recorded as a :class:`~qa.errors.CaseTableError` naming the case,
+the CSV row (1-based, the header is row 1), the column and what to do. Problems that leave
+nothing to run (no file, unreadable CSV, no ``case_id`` column, a required column missing)
+raise :class:`~qa.errors.CaseTableError`.
 """
 
 from __future__ import annotations
@@ -110,7 +111,9 @@ def load_cases(protocol: Protocol) -> CaseTable:
     Notes
     -----
     All values are read as text; paths are relative to the CSV's folder (absolute paths are
-    kept). A blank cell means absent. Fully blank rows are skipped. Numeric attributes are
+    kept) and, resolved (``..`` and symlinks followed), must lie inside the protocol's data
+    folder (``data_root``, default the CSV's folder), else the case is left out. A blank
+    cell means absent. Fully blank rows are skipped. Numeric attributes are
     converted to float and must be finite and within ``[min, max]`` (inclusive); categorical
     ones must be one of ``values`` (compared as text, case-sensitive). Row numbers assume one
     line per row (no line breaks inside quoted cells).
@@ -122,6 +125,12 @@ def load_cases(protocol: Protocol) -> CaseTable:
     required_roles = protocol.required_roles()
     _check_columns(frame, path, roles, required_roles, protocol)
     folder = path.parent
+    data_root = getattr(protocol, "data_root", None)
+    if data_root is not None and not Path(protocol.data_root_path).is_dir():
+        raise CaseTableError(f"data_root {data_root!r} is not a folder (resolved from the "
+                             f"protocol's folder: {protocol.data_root_path}); fix data_root or "
+                             "remove it to use the case table's folder", path=str(protocol.path),
+                             field="data_root")
     ids = frame["case_id"]
     rows_of: dict[str, list[int]] = {}
     for position, case_id in ids.items():
@@ -264,6 +273,12 @@ def _row_problems(position: int, record: pd.Series, rows_of: dict[str, list[int]
                         f"it in (relative to {folder}) or remove the case", role, role)
             continue
         target = folder / value
+        outside = _outside_data_root(target, protocol, folder)
+        if outside:
+            problem(f"row {row}, column {role!r}: path {value!r} {outside}; move the file into "
+                    "the data folder, or set data_root in the protocol to a folder that holds "
+                    "all the case data", role, role)
+            continue
         if not target.exists():
             problem(f"row {row}, column {role!r}: file {value!r} does not exist (looked for "
                     f"{target}); fix the path, relative to the table's folder", role, role)
@@ -272,6 +287,53 @@ def _row_problems(position: int, record: pd.Series, rows_of: dict[str, list[int]
         if message:
             problem(f"row {row}, column {name!r}: {message}", name)
     return out
+
+
+def _outside_data_root(target: Path, protocol: Protocol, folder: Path) -> str | None:
+    """Why ``target`` (symlinks resolved) lies outside the protocol's data folder, or None.
+
+    The data folder is ``protocol.data_root_path`` (``data_root``, default the case table's
+    folder), so a table cannot make the engine read ``../../etc/passwd`` or a symlink's
+    target elsewhere on the machine unless the protocol says so.
+    """
+    root = Path(getattr(protocol, "data_root_path", folder))
+    try:
+        return _escape(target.resolve(), root.resolve())
+    except (OSError, RuntimeError) as exc:  # symlink loop, unreadable folder
+        return f"cannot be resolved or listed ({exc})"
+
+
+def _escape(resolved: Path, root_resolved: Path) -> str | None:
+    if not (resolved == root_resolved or resolved.is_relative_to(root_resolved)):
+        return f"resolves to {resolved}, outside the data folder {root_resolved}"
+    if resolved.is_dir():  # a series folder: its files may be symlinks too
+        for child in resolved.iterdir():
+            if child.is_symlink() and not child.resolve().is_relative_to(root_resolved):
+                return (f"holds {child.name}, a link to {child.resolve()}, outside the data "
+                        f"folder {root_resolved}")
+    elif resolved.suffix.lower() == ".mhd":  # its voxels live in the file it names
+        data_file = _mhd_data_file(resolved)
+        if data_file is not None and not data_file.resolve().is_relative_to(root_resolved):
+            return (f"names the data file {data_file.resolve()}, outside the data folder "
+                    f"{root_resolved}")
+    return None
+
+
+def _mhd_data_file(header: Path) -> Path | None:
+    """The ElementDataFile a MetaImage header names (None: LOCAL, LIST, pattern, unreadable)."""
+    try:
+        text = header.read_bytes()[:65536].decode("latin-1")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "ElementDataFile":
+            name = value.strip()
+            if not name or name.upper() == "LOCAL" or name.upper().startswith("LIST") \
+                    or "%" in name:
+                return None
+            return header.parent / name
+    return None
 
 
 def _attribute_problem(value: str, name: str, spec: AttributeSpec) -> str | None:

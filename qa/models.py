@@ -8,7 +8,10 @@ The protocol's ``model.adapter`` picks how the model runs:
 ``torch``
     A TorchScript archive (``path``), or an importable ``entrypoint`` (``"module:callable"``)
     that builds an ``nn.Module`` whose weights (``state_dict``) are loaded from ``path`` with
-    ``torch.load(..., weights_only=True)`` (no arbitrary code from the weights file).
+    ``torch.load(..., weights_only=True)`` (no arbitrary code from the weights file). A full
+    Python pickle (``torch.save(model)``, or weights holding arbitrary objects) can run any
+    code when it is loaded: it is refused unless the person running QA passes
+    ``trust_model=True`` (``qa run --trust-model``), which the fingerprint records.
 ``command``
     An external program (vendor CLI, container wrapper): the input is written as NIfTI, the
     command runs without a shell with ``{input}`` and ``{output}`` replaced by file paths, and
@@ -19,7 +22,10 @@ Model I/O convention (torch)
 Input: a float32 tensor ``(N=1, C=1, Z, Y, X)`` holding the input image in its own units
 (MR arbitrary units, CBCT HU ...), indexed like :class:`qa.Volume` arrays (``z, y, x``).
 Output: a tensor ``(1, 1, Z, Y, X)`` in the output's units (HU for a synthetic CT) on the
-same grid. Any normalisation belongs inside the model. The adapter returns the output as a
+same grid. A model whose output role is a structure set (``kind: structures`` with
+``labels``, e.g. auto-contouring) returns its label map: ``(1, 1, Z, Y, X)`` whole-number
+labels, or ``(1, C, Z, Y, X)`` scores of labels 0 .. C-1 (the label is the argmax).
+Any normalisation belongs inside the model. The adapter returns the output as a
 Volume on the input's grid (spacing, origin, direction) whose metadata names the model.
 
 Every run records :meth:`ModelAdapter.fingerprint` (name, version, SHA-256 of the weights or
@@ -105,6 +111,11 @@ class ModelAdapter(ABC):
     def predict(self, image: Volume, *, case_id: str) -> Volume:
         """The model output for ``image`` (one case), on ``image``'s grid."""
 
+    def predict_labels(self, image: Volume, *, case_id: str) -> Volume:
+        """The model output as a label map (whole-number labels on ``image``'s grid), for an
+        output role of kind ``structures`` split by ``roles.<output>.labels``."""
+        return self.predict(image, case_id=case_id)
+
     def _output(self, image: Volume, array: np.ndarray) -> Volume:
         # The acquisition facts of the input still describe the output (a DL reconstruction
         # of a 1.7 mGy scan is a 1.7 mGy image); identifying data never was in metadata.
@@ -120,7 +131,7 @@ class ModelAdapter(ABC):
 
 
 def load_adapter(spec: Any, base_dir: str | Path, *, num_threads: int | None = None,
-                 timeout_s: float | None = None) -> ModelAdapter:
+                 timeout_s: float | None = None, trust_model: bool = False) -> ModelAdapter:
     """Build the adapter described by a protocol's ``model`` section.
 
     Parameters
@@ -138,6 +149,9 @@ def load_adapter(spec: Any, base_dir: str | Path, *, num_threads: int | None = N
         several processes, to avoid oversubscribing the cores); None leaves torch's default.
     timeout_s : float, optional
         Command time limit per case in s (default 600; ``spec.timeout_s`` if present).
+    trust_model : bool
+        Allow a torch model file that needs full unpickling (arbitrary code) to load; only
+        from the command line (``qa run --trust-model``), never from the protocol.
 
     Raises
     ------
@@ -161,7 +175,7 @@ def load_adapter(spec: Any, base_dir: str | Path, *, num_threads: int | None = N
                                 field="model.path")
         return TorchAdapter(path, entrypoint=getattr(spec, "entrypoint", None),
                             device=str(getattr(spec, "device", None) or "auto"),
-                            num_threads=num_threads, **common)
+                            num_threads=num_threads, trust_model=trust_model, **common)
     if kind == "command":
         if timeout_s is None:
             timeout_s = float(getattr(spec, "timeout_s", None) or DEFAULT_TIMEOUT_S)
@@ -208,11 +222,14 @@ class TorchAdapter(ModelAdapter):
     adapter = "torch"
 
     def __init__(self, path: str | Path, *, entrypoint: str | None = None, device: str = "auto",
-                 num_threads: int | None = None, **common: Any) -> None:
+                 num_threads: int | None = None, trust_model: bool = False,
+                 **common: Any) -> None:
         super().__init__(**common)
         self.path = Path(path)
         self.entrypoint = entrypoint
         self.num_threads = num_threads
+        self.trust_model = trust_model
+        self._unpickled = False
         self.device = _torch_device(device)
         if not self.path.is_file():
             raise ProtocolError(
@@ -229,10 +246,17 @@ class TorchAdapter(ModelAdapter):
                    else "torchscript", "torch_version": torch.__version__}
         if self.entrypoint:
             details["entrypoint"] = self.entrypoint
+        if self._unpickled:  # audit trail: arbitrary code was allowed to run
+            details["format"] = "pickle (loaded with --trust-model)"
         return ModelFingerprint(self.name, self.version, self.adapter, self._sha256,
                                 self.device, details)
 
-    def predict(self, image: Volume, *, case_id: str) -> Volume:
+    def predict_labels(self, image: Volume, *, case_id: str) -> Volume:
+        """Label map: a (1, 1, Z, Y, X) output of labels, or (1, C, Z, Y, X) per-label scores
+        (logits or probabilities of labels 0 .. C-1) whose argmax over C is the label."""
+        return self.predict(image, case_id=case_id, label_map=True)
+
+    def predict(self, image: Volume, *, case_id: str, label_map: bool = False) -> Volume:
         import torch
 
         array = np.asarray(image.array, dtype=np.float32)
@@ -254,13 +278,20 @@ class TorchAdapter(ModelAdapter):
         if not isinstance(out, torch.Tensor):
             raise self._error(f"returned {type(out).__name__}, expected a tensor of shape "
                               f"{expected} (see the I/O convention in qa.models).", case_id)
-        if tuple(out.shape) != expected:
-            raise self._error(f"returned shape {tuple(out.shape)} for input shape {expected}; "
-                              "the output must be (1, 1, Z, Y, X) on the input grid.", case_id)
-        result = out.detach().to("cpu", torch.float32).numpy()[0, 0].copy()
+        shape = tuple(out.shape)
+        scores = (label_map and len(shape) == 5 and shape[0] == 1 and shape[1] > 1
+                  and shape[2:] == expected[2:])
+        if shape != expected and not scores:
+            raise self._error(f"returned shape {shape} for input shape {expected}; the output "
+                              "must be (1, 1, Z, Y, X) on the input grid"
+                              + (" (or (1, C, Z, Y, X) label scores for a label map)."
+                                 if label_map else "."), case_id)
+        result = out.detach().to("cpu", torch.float32).numpy()[0]
         bad = int(result.size - np.count_nonzero(np.isfinite(result)))
         if bad:
             raise self._error(f"produced {bad} NaN or infinite voxels on this input.", case_id)
+        # scores: the label of a voxel is its highest-scoring channel
+        result = result.argmax(axis=0).astype(np.int16) if scores else result[0].copy()
         return self._output(image, result)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -274,8 +305,10 @@ class TorchAdapter(ModelAdapter):
         if self.entrypoint:
             module = _build_from_entrypoint(self.entrypoint)
             try:
-                state = torch.load(self.path, map_location=self.device, weights_only=True)
+                state = self._load_weights()
                 module.load_state_dict(state)
+            except ProtocolError:
+                raise
             except Exception as exc:  # unpickling, key or shape mismatch: all name the file
                 raise ProtocolError(
                     f"cannot load weights into {self.entrypoint}: {_first_line(exc)}; save them "
@@ -289,6 +322,10 @@ class TorchAdapter(ModelAdapter):
                                             category=DeprecationWarning)
                     module = torch.jit.load(str(self.path), map_location=self.device)
             except Exception as exc:
+                if _is_pickle(self.path):
+                    module = self._load_trusted_module()
+                    module.eval()
+                    return module
                 raise ProtocolError(
                     f"not a TorchScript archive ({_first_line(exc)}); save the model with "
                     "torch.jit.script(model).save(path), or give model.entrypoint "
@@ -298,6 +335,53 @@ class TorchAdapter(ModelAdapter):
         logger.info("loaded model %s %s from %s on %s", self.name, self.version, self.path,
                     self.device)
         return module
+
+    def _load_weights(self) -> Any:
+        """The state_dict, with ``weights_only=True`` unless the user trusts the file."""
+        import pickle
+
+        import torch
+
+        try:
+            return torch.load(self.path, map_location=self.device, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            if "weights only load failed" not in str(exc).lower():
+                raise
+        loaded = self._unpickle()
+        return loaded.state_dict() if isinstance(loaded, torch.nn.Module) else loaded
+
+    def _load_trusted_module(self) -> Any:
+        """A whole ``nn.Module`` saved with ``torch.save(model)`` (only with trust)."""
+        import torch
+
+        loaded = self._unpickle()
+        if not isinstance(loaded, torch.nn.Module):
+            raise ProtocolError(f"the pickle holds a {type(loaded).__name__}, not a "
+                                "torch.nn.Module; save the model with torch.jit.script(model)"
+                                ".save(path)", path=str(self.path), field="model.path")
+        return loaded.to(self.device)
+
+    def _unpickle(self) -> Any:
+        """Full unpickling: refused unless ``trust_model`` (it can run arbitrary code)."""
+        import torch
+
+        if not self.trust_model:
+            raise ProtocolError(
+                "this model file is a full Python pickle (torch.save of a whole model or of "
+                "arbitrary objects), and loading it can run arbitrary code on this machine, so "
+                "it is refused: convert it to TorchScript (torch.jit.script(model).save(path)) "
+                "or to a state_dict with model.entrypoint, or, if you trust its source, run "
+                "again with `qa run --trust-model`", path=str(self.path), field="model.path")
+        logger.warning("loading %s with full unpickling (--trust-model): it may run arbitrary "
+                       "code", self.path)
+        try:
+            loaded = torch.load(self.path, map_location=self.device, weights_only=False)
+        except Exception as exc:
+            raise ProtocolError(f"cannot unpickle the model file ({_first_line(exc)}); save "
+                                "it again with torch.save or as TorchScript",
+                                path=str(self.path), field="model.path") from exc
+        self._unpickled = True
+        return loaded
 
 
 class CommandAdapter(ModelAdapter):
@@ -361,9 +445,11 @@ class CommandAdapter(ModelAdapter):
                                   case_id) from exc
             logger.debug("model command for case %s: stdout %s", case_id, done.stdout[-2000:])
             if done.returncode != 0:
-                tail = "\n".join(done.stderr.strip().splitlines()[-_STDERR_LINES:])
+                lines = [line.strip() for line in done.stderr.strip().splitlines()
+                         if line.strip()][-_STDERR_LINES:]
+                tail = " | ".join(lines)  # one line, like every stored error
                 raise self._error(f"command exited with code {done.returncode}; last lines "
-                                  f"of its stderr:\n{tail or '(empty)'}", case_id)
+                                  f"of its stderr: {tail or '(empty)'}", case_id)
             if not output_path.is_file():
                 raise self._error("command exited with code 0 but wrote no output file; it "
                                   "must write its result to the path given for {output}.",
@@ -425,6 +511,21 @@ def _build_from_entrypoint(entrypoint: str) -> Any:
                             f"{type(module).__name__}, expected a torch.nn.Module.",
                             field="model.entrypoint")
     return module
+
+
+def _is_pickle(path: Path) -> bool:
+    """True for a ``torch.save`` file (zip archive holding ``data.pkl``, or a bare pickle)."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return any(name.endswith("/data.pkl") or name == "data.pkl"
+                           for name in archive.namelist())
+        with path.open("rb") as handle:
+            return handle.read(1) == b"\x80"  # pickle protocol >= 2 opcode PROTO
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _find_executable(program: str, base_dir: Path) -> Path:

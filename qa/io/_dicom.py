@@ -83,13 +83,13 @@ def read_dataset(path: Path, *, what: str) -> Any | None:
 
     require_exists(path)
     try:
-        return pydicom.dcmread(path, force=False, defer_size="64 KB")
+        return _parsed(pydicom.dcmread(path, force=False, defer_size="64 KB"))
     except InvalidDicomError:
         pass
     except Exception as exc:  # pydicom raises many types on corrupt input
         raise ReaderError(
-            f"cannot parse this DICOM file ({type(exc).__name__}: {exc}); it is truncated or "
-            f"corrupt: export the {what} again from the source system",
+            f"cannot parse this DICOM file ({type(exc).__name__}: {_one_line(exc)}); it is "
+            f"truncated or corrupt: export the {what} again from the source system",
             path=str(path),
         ) from exc
     if has_dicm_prefix(path):
@@ -97,11 +97,39 @@ def read_dataset(path: Path, *, what: str) -> Any | None:
                           path=str(path))
     try:
         dataset = pydicom.dcmread(path, force=True, defer_size="64 KB")
+        if "SOPClassUID" not in dataset or not str(dataset.get("SOPClassUID", "")).strip():
+            return None
     except Exception:
         return None
-    if "SOPClassUID" not in dataset or not str(dataset.get("SOPClassUID", "")).strip():
-        return None
+    try:
+        return _parsed(dataset)
+    except Exception as exc:
+        raise ReaderError(
+            f"cannot parse this DICOM file ({type(exc).__name__}: {_one_line(exc)}); it is "
+            f"truncated or corrupt: export the {what} again from the source system",
+            path=str(path)) from exc
+
+
+def _parsed(dataset: Any) -> Any:
+    """``dataset`` with every element converted now (pixel data excepted).
+
+    pydicom converts raw elements (and sequence items) lazily, on first access: a truncated
+    or corrupt file then raises ``OSError``, ``NotImplementedError`` ... deep inside a reader.
+    Converting everything here turns those into one :class:`ReaderError` naming the file.
+    """
+    for tag in list(dataset.keys()):
+        if tag == 0x7FE00010:  # PixelData: decoded (and checked) by pixel_array()
+            continue
+        element = dataset[tag]
+        if element.VR == "SQ":
+            for item in element.value:
+                _parsed(item)
     return dataset
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] if text else type(exc).__name__
 
 
 def open_dicom(path: Path, *, what: str) -> Any:
@@ -128,7 +156,7 @@ def pixel_array(dataset: Any, path: Path, *, what: str) -> np.ndarray:
         return np.asarray(dataset.pixel_array)
     except Exception as exc:
         raise ReaderError(
-            f"cannot decode the pixel data ({type(exc).__name__}: {exc}); the file is "
+            f"cannot decode the pixel data ({type(exc).__name__}: {_one_line(exc)}); the file is "
             f"truncated, corrupt, or compressed with a codec that is not installed "
             f"(install pylibjpeg or decompress it, e.g. with gdcmconv --raw)",
             path=str(path), field="PixelData",

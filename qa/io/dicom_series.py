@@ -255,6 +255,14 @@ def _rescaled(dataset: Any, path: Path) -> np.ndarray:
                           f"{stored.shape}", path=str(path), field="PixelData")
     slope = _dicom.optional_float(dataset, "RescaleSlope")
     intercept = _dicom.optional_float(dataset, "RescaleIntercept")
+    if str(dataset.get("Modality", "")).strip().upper() == "CT" and (slope is None
+                                                                     or intercept is None):
+        missing = "RescaleIntercept" if intercept is None else "RescaleSlope"
+        raise ReaderError(
+            f"CT slice without a valid {missing} (Type 1 in the CT Image module, PS3.3 "
+            f"C.8.2.1): its stored values cannot be turned into HU; export the series again "
+            f"from the scanner or PACS, or check the anonymiser keeps the rescale attributes",
+            path=str(path), field=missing)
     values = stored.astype(np.float64) * (1.0 if slope is None else slope)
     values += 0.0 if intercept is None else intercept
     return values.astype(np.float32)

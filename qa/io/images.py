@@ -32,6 +32,10 @@ Known ITK 5 pitfalls handled here:
 * ITK's NIfTI reader replaces NaN and ±inf voxels by 0 (fixed in ITK 6). For float NIfTI
   files :func:`read_image` puts them back from the file's bytes (:mod:`qa.io._nifti`), so
   ``metadata["non_finite_voxels"]`` is right.
+* ITK's NIfTI reader silently fills the missing end of a truncated ``.nii.gz``, and any
+  reader allocates whatever size a header claims. :mod:`qa.io._size_guard` reads the header
+  alone first and refuses a size the file cannot hold (or above 2³¹ voxels), and checks
+  that a ``.nii.gz`` decompresses to its whole payload.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ import numpy as np
 import SimpleITK as sitk  # noqa: N813 (the library's own documented alias)
 
 from qa.errors import ReaderError
-from qa.io import _dicom, _nifti
+from qa.io import _dicom, _nifti, _size_guard
 from qa.volume import Volume
 
 __all__ = ["read_image", "read_mask", "write_nifti", "SUPPORTED_IMAGE_SUFFIXES"]
@@ -87,8 +91,9 @@ def read_image(path: str | Path) -> Volume:
     ------
     ReaderError
         Missing path, unsupported suffix (the message lists the supported ones), a file
-        SimpleITK cannot read (truncated, corrupt, missing ``.raw`` of an ``.mhd``), an
-        image that is not 3D and scalar.
+        SimpleITK cannot read (truncated, corrupt, missing ``.raw`` of an ``.mhd``), a
+        header claiming more voxels than the file holds or than 2³¹ (refused before
+        allocating), an image that is not 3D and scalar.
     """
     path = Path(path)
     _dicom.require_exists(path)
@@ -218,8 +223,9 @@ def _read_single_dicom(path: Path) -> Volume:
 def _read_sitk(path: Path, fmt: str) -> Volume:
     try:
         if _suffix(path) == ".nii.gz" and path.with_name(path.name[:-3]).exists():
-            image = _read_nii_gz_beside_nii(path)
+            image = _read_nii_gz_beside_nii(path, fmt)
         else:
+            _size_guard.check_declared_size(path, fmt)
             image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise ReaderError(
@@ -249,7 +255,7 @@ def _read_sitk(path: Path, fmt: str) -> Volume:
         raise ReaderError(f"the image geometry is invalid: {exc}", path=str(path)) from exc
 
 
-def _read_nii_gz_beside_nii(path: Path) -> Any:
+def _read_nii_gz_beside_nii(path: Path, fmt: str) -> Any:
     """Read ``x.nii.gz`` when ``x.nii`` exists too (ITK would read ``x.nii``)."""
     logger.warning("%s: %s also exists; reading the .nii.gz through a temporary link so "
                    "that ITK does not pick the .nii", path, path.with_name(path.name[:-3]).name)
@@ -259,6 +265,7 @@ def _read_nii_gz_beside_nii(path: Path) -> Any:
             os.symlink(path.resolve(), target)
         except OSError:
             shutil.copyfile(path, target)
+        _size_guard.check_declared_size(target, fmt, shown_path=path)
         return sitk.ReadImage(str(target))
 
 

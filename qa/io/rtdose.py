@@ -29,7 +29,7 @@ from qa.io import _dicom
 from qa.io.deid import dicom_metadata
 from qa.volume import Volume
 
-__all__ = ["read_rtdose"]
+__all__ = ["read_rtdose", "read_dose", "check_dose_values"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ def read_rtdose(path: str | Path) -> Volume:
         spacing_rc = _dicom.required_floats(dataset, "PixelSpacing", 2, path)
         step_mm, order, convention, notes = _frame_layout(dataset, path, stored.shape[0])
         dose_gy = (stored[order].astype(np.float64) * scaling).astype(np.float32)
+        check_dose_values(dose_gy, path)
         first_offset_mm = _first_frame_offset(dataset, order, convention)
         origin_lps = ipp + first_offset_mm * normal
         metadata = dicom_metadata(dataset)
@@ -98,6 +99,56 @@ def read_rtdose(path: str | Path) -> Volume:
                       tuple(origin_lps[::-1]), _dicom.direction_zyx(row, col, normal), metadata)
     except ValueError as exc:
         raise ReaderError(f"the dose grid geometry is invalid: {exc}", path=str(path)) from exc
+
+
+def read_dose(path: str | Path) -> Volume:
+    """Read a dose in Gy from an RTDOSE ``.dcm`` or a NIfTI / MetaImage / NRRD file.
+
+    Parameters
+    ----------
+    path : str or Path
+        An RTDOSE file (:func:`read_rtdose`) or any file :func:`qa.io.read_image` reads,
+        holding absolute dose in Gy.
+
+    Returns
+    -------
+    Volume
+        float32 dose in Gy.
+
+    Raises
+    ------
+    ReaderError
+        As the readers; also when a voxel is NaN/inf or negative (:func:`check_dose_values`).
+    """
+    from qa.io.images import read_image
+
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        return read_rtdose(path)
+    volume = read_image(path)
+    array = volume.array.astype(np.float32, copy=False)
+    check_dose_values(array, path)
+    return volume.with_array(array)
+
+
+def check_dose_values(dose_gy: np.ndarray, path: str | Path) -> None:
+    """Refuse a dose grid holding NaN/inf or negative values (field ``PixelData``).
+
+    A physical dose is finite and non-negative; such values come from a corrupt export, a
+    signed difference map given as a dose, or a wrong scaling, and would make gamma and DVH
+    numbers meaningless rather than merely bad.
+    """
+    finite = np.isfinite(dose_gy)
+    if not finite.all():
+        raise ReaderError(f"the dose holds {dose_gy.size - int(finite.sum())} NaN/inf voxels: "
+                          f"export the dose again from the planning system",
+                          path=str(path), field="PixelData")
+    if dose_gy.size and float(dose_gy.min()) < 0:
+        negative = int(np.count_nonzero(dose_gy < 0))
+        raise ReaderError(f"the dose holds {negative} negative voxels (minimum "
+                          f"{float(dose_gy.min()):.4g} Gy): a dose cannot be negative (a "
+                          f"difference map or a wrong DoseGridScaling?); export the absolute "
+                          f"dose in Gy", path=str(path), field="PixelData")
 
 
 def _check_dose_header(dataset: Any, path: Path) -> None:

@@ -1,16 +1,40 @@
 """Read a DICOM RT Structure Set and rasterise its ROIs on a reference grid.
 
-Each CLOSED_PLANAR contour (DICOM PS3.3 C.8.8.6, "ROI Contour Module") is assigned to the
-reference slice nearest its plane, its points (LPS mm) are mapped to fractional
-``(row, column)`` indices with :meth:`qa.Volume.world_to_index`, and the polygon is filled
-with :func:`skimage.draw.polygon`, which selects the voxels whose **centres** lie inside
-the polygon or on its boundary. The contours of one ROI on one slice are combined with the
+Convention (the one treatment planning systems use for structure volumes and DVHs): a
+CLOSED_PLANAR contour (DICOM PS3.3 C.8.8.6, "ROI Contour Module") stands for the **slab**
+of patient centred on its plane whose thickness is the contour plane spacing. Between two
+consecutive planes of an ROI the boundary is their midpoint (local spacing, so a
+non-uniform spacing is followed); the first and last planes extend by half their own
+spacing. A slice of the reference grid takes the contours of the ROI plane nearest its
+centre when that centre lies inside the plane's slab (a centre on the boundary between two
+slabs goes to the upper one: slabs are half-open); so a grid finer than the contours
+repeats each plane on every slice of its slab, a grid coarser than the contours samples
+the plane nearest each slice centre, and a grid whose slices are the contour planes (the
+usual CT case) takes each plane on its own slice.
+
+A distance between consecutive planes of an ROI more than 1.5 x the neighbouring spacing
+is a **gap** (contours missing on some slices, or an ROI made of separate parts, such as
+several metastases): each side fills only its own slab, the space between stays empty
+(as dicompyler-core 0.5.6 leaves it: it weights each plane by the contour spacing), and a
+warning naming the ROI says so. An ROI
+with a single plane gets one slab of the structure set's typical plane spacing (the median
+distance between the distinct contour planes of all its ROIs: the slice spacing of the
+image they were drawn on), or of the reference slice spacing when the whole structure set
+has one plane.
+
+Contour points (LPS mm) are mapped to fractional ``(row, column)`` indices with
+:meth:`qa.Volume.world_to_index`, and the polygon is filled with
+:func:`skimage.draw.polygon`, which selects the voxels whose **centres** lie inside the
+polygon or on its boundary. The contours of one ROI in one plane are combined with the
 even-odd rule (XOR): a contour inside another contour is a hole, the usual DICOM
 convention for rings (e.g. a rectum wall) and the one used by dicompyler and plastimatch.
+Contours not parallel to the reference slices (oblique structure sets) are skipped with a
+warning.
 
-Pick the image the structures were drawn on as ``reference`` (its slices carry the
-contour planes). To get a mask on another grid (a dose grid), rasterise on the image first
-and then use :func:`qa.volume.resample_like` (``method="nearest"`` or ``"fraction"``).
+Masks are boolean: a slice is in or out of a slab as a whole (no partial volume along the
+slice axis). Rasterise on the image the structures were drawn on, or directly on a dose
+grid; :func:`qa.volume.resample_like` (``method="fraction"``) gives partial volumes on
+another grid.
 """
 
 from __future__ import annotations
@@ -64,7 +88,8 @@ def read_rtstruct(path: str | Path, reference: Volume, *, names: Sequence[str] |
     path : str or Path
         The RT Structure Set file.
     reference : Volume
-        The grid to rasterise on (normally the CT/MR the contours were drawn on). When its
+        The grid to rasterise on (the CT/MR the contours were drawn on, or a dose grid:
+        any slice spacing, see the module docstring). When its
         ``metadata["frame_of_reference_uid"]`` is known it must match each ROI's.
     names : sequence of str, optional
         ROIs to read. Each is matched to an ROI name exactly, else by
@@ -72,8 +97,9 @@ def read_rtstruct(path: str | Path, reference: Volume, *, names: Sequence[str] |
         closed contours or no contour at all (point-only ROIs such as isocentres are left
         out).
     plane_tolerance_mm : float, optional
-        Largest distance in mm between a contour's plane and the centre of the reference
-        slice it is assigned to. Default: half the reference slice spacing (nearest slice).
+        Largest distance in mm between a contour plane and the centre of a reference slice
+        that takes its contours; caps the half-thickness of every slab. Default: no cap
+        (the slab convention of the module docstring: half the local contour spacing).
 
     Returns
     -------
@@ -82,8 +108,8 @@ def read_rtstruct(path: str | Path, reference: Volume, *, names: Sequence[str] |
         grid. ``metadata``: ``roi_name``, ``roi_key`` (normalised), ``roi_number``,
         ``roi_interpreted_type`` (when given), ``frame_of_reference_uid``,
         ``format="rtstruct"``, ``source_path`` (file name), ``n_contours`` (contours
-        rasterised), ``max_plane_offset_mm`` (largest distance from a used contour plane to
-        its slice centre) and ``warnings`` (list of str).
+        rasterised), ``max_plane_offset_mm`` (largest distance from a filled slice's centre
+        to the contour plane it took) and ``warnings`` (list of str).
 
     Raises
     ------
@@ -95,18 +121,21 @@ def read_rtstruct(path: str | Path, reference: Volume, *, names: Sequence[str] |
 
     Notes
     -----
-    Contours more than ``plane_tolerance_mm`` from every slice centre (between slices, or
-    beyond the first or last slice) and contours not parallel to the reference slices are
-    skipped, each with an entry in ``warnings``. When contours from several planes fall on
-    one slice (reference slices thicker than the structure set's), only the plane nearest
-    the slice centre is used, with a warning. Contours reaching outside the reference grid
-    in-plane are clipped, with a warning. Voxel centres on a contour's edge count as
-    inside, so the edge voxels of a hole are removed with the hole.
+    A contour plane whose slab holds no reference slice centre is not used: beyond the
+    first or last slice, or between two slices (then, when the nearest slice took another
+    plane, the reference slices are thicker than the contour spacing); each case is listed
+    in ``warnings``, as are gaps between planes (module docstring), contours not parallel
+    to the reference slices (skipped), and contours reaching outside the reference grid
+    in-plane (clipped). Voxel centres on a contour's edge count as inside, so the edge
+    voxels of a hole are removed with the hole.
+
+    For instance, contours every 3 mm at z = 0, 3, 6, 9 mm stand for -1.5 .. 10.5 mm
+    (12 mm of patient). On a 2 mm grid the slices centred at 0, 2, 4, 6, 8, 10 mm are
+    filled (12 mm), from the planes at 0, 3, 3, 6, 9, 9 mm; those at -2 and 12 mm lie
+    outside every slab.
     """
     path = Path(path)
-    if plane_tolerance_mm is None:
-        plane_tolerance_mm = 0.5 * reference.spacing[0]
-    if not plane_tolerance_mm >= 0:
+    if plane_tolerance_mm is not None and not plane_tolerance_mm >= 0:
         raise ValueError(f"plane_tolerance_mm must be >= 0 mm, got {plane_tolerance_mm!r}.")
     with _dicom.pydicom_warnings_logged(path):
         dataset = _dicom.open_dicom(path, what="RTSTRUCT")
@@ -117,6 +146,8 @@ def read_rtstruct(path: str | Path, reference: Volume, *, names: Sequence[str] |
                               path=str(path), field="Modality")
         rois = _roi_table(dataset, path)
     selected = _select(rois, names, path)
+    planes = {roi.number: _planes(roi, reference) for roi in rois if not roi.point_only}
+    spacing_mm = _typical_spacing_mm([p.u_mm for found, _ in planes.values() for p in found])
     reference_for = str(reference.metadata.get("frame_of_reference_uid") or "").strip()
     out: dict[str, Volume] = {}
     for roi in selected:
@@ -126,7 +157,8 @@ def read_rtstruct(path: str | Path, reference: Volume, *, names: Sequence[str] |
                 f"reference image in {reference_for}: they are not in the same patient "
                 f"coordinates; pair the structure set with the image it was drawn on",
                 path=str(path), field="ReferencedFrameOfReferenceUID")
-        mask, notes, used, max_offset_mm = _rasterise(roi, reference, plane_tolerance_mm)
+        mask, notes, used, max_offset_mm = _rasterise(*planes[roi.number], reference,
+                                                      plane_tolerance_mm, spacing_mm)
         for note in notes:
             logger.warning("%s: ROI %r: %s", path, roi.name, note)
         metadata: dict[str, Any] = {
@@ -156,7 +188,18 @@ class _Roi:
 
 
 def _roi_table(dataset: Any, path: Path) -> list[_Roi]:
-    """ROIs with their contours, in StructureSetROISequence order."""
+    """ROIs with their contours, in StructureSetROISequence order.
+
+    pydicom reads a truncated file without complaint, returning what it parsed; a missing
+    Type 1 sequence or a contour whose ContourData holds fewer points than its
+    NumberOfContourPoints is how truncation shows, and is refused rather than rasterised
+    into an empty or partial mask.
+    """
+    for keyword in ("StructureSetROISequence", "ROIContourSequence"):
+        if not dataset.get(keyword):
+            raise ReaderError(f"no {keyword} (Type 1 in the RT Structure Set): the file is "
+                              f"truncated or incomplete; export the structure set again",
+                              path=str(path), field=keyword)
     rois: dict[int, _Roi] = {}
     for item in dataset.get("StructureSetROISequence", []):
         try:
@@ -172,6 +215,10 @@ def _roi_table(dataset: Any, path: Path) -> list[_Roi]:
         if roi is not None:
             roi.interpreted_type = str(item.get("RTROIInterpretedType", "") or "").strip()
     for item in dataset.get("ROIContourSequence", []):
+        if item.get("ReferencedROINumber") is None:
+            raise ReaderError("an ROIContourSequence item has no ReferencedROINumber (Type 1): "
+                              "the file is truncated or corrupt; export the structure set "
+                              "again", path=str(path), field="ReferencedROINumber")
         roi = rois.get(int(item.get("ReferencedROINumber", -1)))
         if roi is None:
             logger.warning("%s: contours for ROI number %s, which the structure set does not "
@@ -182,6 +229,13 @@ def _roi_table(dataset: Any, path: Path) -> list[_Roi]:
             data = contour.get("ContourData")
             values = np.asarray([] if data is None else
                                 [float(v) for v in (data if _dicom.is_multi(data) else [data])])
+            declared = contour.get("NumberOfContourPoints")
+            if declared is not None and str(declared).strip() and int(declared) * 3 != values.size:
+                raise ReaderError(
+                    f"a contour of ROI {roi.name!r} declares {int(declared)} points "
+                    f"(NumberOfContourPoints) but ContourData holds {values.size} numbers: the "
+                    f"file is truncated or corrupt; export the structure set again",
+                    path=str(path), field="ContourData")
             roi.contours.append((kind, values))
     return list(rois.values())
 
@@ -222,19 +276,25 @@ def _select(rois: list[_Roi], names: Sequence[str] | None, path: Path) -> list[_
     return list({roi.number: roi for roi in selected}.values())
 
 
-def _rasterise(roi: _Roi, reference: Volume,
-               tolerance_mm: float) -> tuple[np.ndarray, list[str], int, float]:
-    """Mask, warnings, number of contours used and largest plane offset (mm)."""
-    from skimage.draw import polygon
+@dataclass
+class _Plane:
+    """The contours of one ROI in one plane parallel to the reference slices."""
 
-    n_slices, n_rows, n_cols = reference.shape
+    u_mm: float  # position along the reference slice axis, from slice 0's centre
+    z_mm: float  # mean patient z (LPS) of its points, for messages
+    contours: list[np.ndarray] = field(default_factory=list)  # (N, 2) fractional (row, col)
+
+
+def _planes(roi: _Roi, reference: Volume) -> tuple[list[_Plane], list[str]]:
+    """The ROI's CLOSED_PLANAR contours grouped by plane (ascending ``u_mm``), and notes on
+    the contours left out (other types, malformed, not parallel to the reference slices)."""
     step_mm = reference.spacing[0]
     notes: list[str] = []
-    by_slice: dict[int, list[tuple[float, np.ndarray]]] = {}
     other_kinds = sorted({kind for kind, _ in roi.contours if kind != "CLOSED_PLANAR"})
     if other_kinds:
         notes.append(f"contours of type {', '.join(other_kinds)} ignored (only CLOSED_PLANAR "
                      f"is rasterised)")
+    found: list[tuple[float, float, np.ndarray]] = []
     for number, (kind, values) in enumerate(roi.contours, start=1):
         if kind != "CLOSED_PLANAR":
             continue
@@ -244,40 +304,131 @@ def _rasterise(roi: _Roi, reference: Volume,
             continue
         points_lps = values.reshape(-1, 3)
         index = reference.world_to_index(points_lps[:, ::-1])
-        slice_k = int(np.rint(index[:, 0].mean()))
-        offsets_mm = (index[:, 0] - slice_k) * step_mm
-        where = f"contour {number} (plane z = {points_lps[:, 2].mean():.2f} mm)"
         if np.ptp(index[:, 0]) * step_mm > max(2 * _SAME_PLANE_MM, 1e-3 * step_mm):
-            notes.append(f"{where} is not parallel to the reference slices; skipped")
-        elif not 0 <= slice_k < n_slices:
-            notes.append(f"{where} lies outside the reference grid's slices; skipped")
-        elif np.abs(offsets_mm).max() > tolerance_mm + 1e-6:
-            notes.append(f"{where} lies {abs(offsets_mm.mean()):.2f} mm from the nearest "
-                         f"reference slice centre (tolerance {tolerance_mm:.2f} mm), between "
-                         f"slices; skipped")
-        else:
-            by_slice.setdefault(slice_k, []).append((float(offsets_mm.mean()), index[:, 1:]))
+            notes.append(f"contour {number} (plane z = {points_lps[:, 2].mean():.2f} mm) is "
+                         f"not parallel to the reference slices; skipped")
+            continue
+        found.append((float(index[:, 0].mean() * step_mm), float(points_lps[:, 2].mean()),
+                      index[:, 1:]))
+    planes: list[_Plane] = []
+    for u_mm, z_mm, rows_cols in sorted(found, key=lambda item: item[0]):
+        if not planes or u_mm - planes[-1].u_mm > _SAME_PLANE_MM:
+            planes.append(_Plane(u_mm, z_mm))
+        planes[-1].contours.append(rows_cols)
+    return planes, notes
+
+
+def _typical_spacing_mm(positions_mm: Sequence[float]) -> float | None:
+    """Median distance between consecutive distinct planes, or None with fewer than two."""
+    u = np.sort(np.asarray(positions_mm, float))
+    steps = np.diff(u)
+    steps = steps[steps > _SAME_PLANE_MM]  # planes of different ROIs on one image slice
+    return float(np.median(steps)) if steps.size else None
+
+
+def _slabs(planes: list[_Plane], fallback_mm: float,
+           tolerance_mm: float | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Lower and upper half-thickness (mm) of the slab each plane represents, and gap notes.
+
+    Between two planes whose distance is no gap, the boundary is their midpoint (local
+    spacing). A distance more than 1.5 x the larger neighbouring distance is a gap (missing
+    contours); an ROI with only two planes compares with ``fallback_mm`` (the structure
+    set's typical plane spacing). At a gap or at the ends a plane extends by half its own
+    spacing: the distance to its neighbour on the other side, else ``fallback_mm``. No
+    slab reaches past the midpoint to its neighbour; ``tolerance_mm`` caps all of them.
+    """
+    u = np.array([p.u_mm for p in planes])
+    d = np.diff(u)
+    gap = np.zeros(d.size, bool)
+    for i in range(d.size):
+        neighbours = d[[j for j in (i - 1, i + 1) if 0 <= j < d.size]]
+        reference_mm = float(neighbours.max()) if neighbours.size else fallback_mm
+        gap[i] = d[i] > 1.5 * reference_mm + 1e-6
+    below = np.empty(u.size)
+    above = np.empty(u.size)
+    for i in range(u.size):
+        left = d[i - 1] if i > 0 and not gap[i - 1] else None
+        right = d[i] if i < d.size and not gap[i] else None
+        own_mm = right if right is not None else left if left is not None else fallback_mm
+        below[i] = 0.5 * (left if left is not None else min(own_mm, d[i - 1] if i else own_mm))
+        above[i] = 0.5 * (right if right is not None else
+                          min(own_mm, d[i] if i < d.size else own_mm))
+    if tolerance_mm is not None:
+        below, above = np.minimum(below, tolerance_mm), np.minimum(above, tolerance_mm)
+    notes = [f"no contour between the planes z = {planes[i].z_mm:.2f} mm and z = "
+             f"{planes[i + 1].z_mm:.2f} mm ({d[i]:.2f} mm apart, more than 1.5 x the "
+             f"neighbouring plane spacing): missing contours? Each plane fills only its own "
+             f"slab; the {d[i] - above[i] - below[i + 1]:.2f} mm between them is left empty"
+             for i in np.flatnonzero(gap)]
+    return below, above, notes
+
+
+def _rasterise(planes: list[_Plane], notes: list[str], reference: Volume,
+               tolerance_mm: float | None,
+               spacing_mm: float | None) -> tuple[np.ndarray, list[str], int, float]:
+    """Mask, warnings, number of contours used and largest plane offset (mm).
+
+    ``spacing_mm`` is the structure set's typical contour plane spacing (None when it has
+    fewer than two planes: the reference slice spacing is used instead).
+    """
+    from skimage.draw import polygon
+
+    n_slices, n_rows, n_cols = reference.shape
+    step_mm = reference.spacing[0]
+    notes = list(notes)
     mask = np.zeros(reference.shape, dtype=bool)
-    used, max_offset_mm, clipped = 0, 0.0, False
-    for slice_k in sorted(by_slice):
-        items = sorted(by_slice[slice_k], key=lambda item: abs(item[0]))
-        plane_mm = items[0][0]
-        kept = [rc for offset, rc in items if abs(offset - plane_mm) <= _SAME_PLANE_MM]
-        if len(kept) < len(items):
-            notes.append(f"slice {slice_k}: {len(items) - len(kept)} contour(s) from another "
-                         f"plane also fall on it; only the plane nearest the slice centre was "
-                         f"used (the reference slices are thicker than the contour spacing)")
-        for rows_cols in kept:
+    if not planes:
+        notes.append("no contour was rasterised on the reference grid: the mask is empty")
+        return mask, notes, 0, 0.0
+    below, above, gap_notes = _slabs(planes, spacing_mm or step_mm, tolerance_mm)
+    notes.extend(gap_notes)
+    # slabs are half-open, [u - below, u + above): a slice centre on the boundary between
+    # two slabs belongs to the upper one only; slabs are ordered and do not overlap
+    u = np.array([p.u_mm for p in planes])
+    centres_mm = step_mm * np.arange(n_slices)
+    nearest = np.clip(np.searchsorted(u - below - 1e-6, centres_mm, side="right") - 1, 0, None)
+    offset_mm = centres_mm - u[nearest]
+    inside = ((offset_mm >= -below[nearest] - 1e-6)
+              & ((offset_mm < above[nearest] - 1e-6) | (np.abs(offset_mm) <= 1e-6)))
+    slices_of: dict[int, list[int]] = {}
+    for slice_k in np.flatnonzero(inside):
+        slices_of.setdefault(int(nearest[slice_k]), []).append(int(slice_k))
+    used, clipped = 0, False
+    for i, slice_ks in slices_of.items():
+        plane_mask = np.zeros((n_rows, n_cols), dtype=bool)
+        for rows_cols in planes[i].contours:
             rr, cc = polygon(rows_cols[:, 0], rows_cols[:, 1], shape=(n_rows, n_cols))
-            mask[slice_k, rr, cc] = ~mask[slice_k, rr, cc]
+            plane_mask[rr, cc] = ~plane_mask[rr, cc]
             clipped |= bool(np.any(rows_cols < -0.5)
                             or np.any(rows_cols[:, 0] > n_rows - 0.5)
                             or np.any(rows_cols[:, 1] > n_cols - 0.5))
-        used += len(kept)
-        max_offset_mm = max(max_offset_mm, abs(plane_mm))
+        mask[slice_ks] = plane_mask
+        used += len(planes[i].contours)
+    thinner: list[float] = []
+    for i, plane in enumerate(planes):
+        if i in slices_of:
+            continue
+        slice_k = int(np.rint(plane.u_mm / step_mm))
+        where = f"contour plane (plane z = {plane.z_mm:.2f} mm)"
+        if not 0 <= slice_k < n_slices:
+            notes.append(f"{where} lies outside the reference grid's slices; skipped")
+        elif tolerance_mm is not None and tolerance_mm < step_mm / 2:
+            notes.append(f"{where} lies {abs(plane.u_mm - slice_k * step_mm):.2f} mm from the "
+                         f"nearest reference slice centre (tolerance {tolerance_mm:.2f} mm), "
+                         f"between slices; skipped")
+        else:  # its slab is thinner than a slice and holds no slice centre
+            thinner.append(plane.z_mm)
+    if thinner:
+        span = (f"z = {thinner[0]:.2f} mm" if len(thinner) == 1 else
+                f"between z = {min(thinner):.2f} and {max(thinner):.2f} mm")
+        notes.append(f"{len(thinner)} contour plane(s) ({span}) not used: the reference slices "
+                     f"({step_mm:g} mm) "
+                     f"are thicker than the contour spacing, and each slice took only the "
+                     f"plane nearest the slice centre")
     if clipped:
         notes.append("contours reach outside the reference grid in-plane; the mask is "
                      "clipped to the grid")
     if used == 0:
         notes.append("no contour was rasterised on the reference grid: the mask is empty")
+    max_offset_mm = float(np.abs(offset_mm[inside]).max()) if inside.any() else 0.0
     return mask, notes, used, max_offset_mm

@@ -25,7 +25,7 @@ from qa.io.images import SUPPORTED_IMAGE_SUFFIXES, read_image, read_mask
 from qa.io.rtstruct import normalise_roi_name, read_rtstruct
 from qa.volume import Volume
 
-__all__ = ["read_structures", "structure_metadata"]
+__all__ = ["read_structures", "read_label_map", "split_label_map", "structure_metadata"]
 
 
 def read_structures(path: str | Path, *, reference: Volume | None = None) -> dict[str, Volume]:
@@ -106,12 +106,43 @@ def _read_label_map(path: Path) -> dict[str, Volume]:
     if len(set(labels.values())) != len(labels):
         raise ReaderError("the label table gives one name to several labels",
                           path=str(table_path))
-    image = read_image(path)
-    if image.array.dtype.kind == "f" and not np.array_equal(image.array,
-                                                            np.rint(image.array)):
-        raise ReaderError("label map holds non-integer values; export it as integer labels",
-                          path=str(path))
-    return {name: structure_metadata(image.with_array(image.array == label), name)
+    return read_label_map(path, labels)
+
+
+def read_label_map(path: str | Path, labels: dict[int, str]) -> dict[str, Volume]:
+    """Read a label-map image and split it with ``labels`` (value -> name), given by the
+    protocol (``roles.<role>.labels``) or by the JSON table beside the file."""
+    try:
+        return split_label_map(read_image(path), labels)
+    except ValueError as exc:
+        raise ReaderError(str(exc), path=str(path)) from None
+
+
+def split_label_map(label_map: Volume, labels: dict[int, str]) -> dict[str, Volume]:
+    """One boolean mask per listed label of an integer label map (other values: background).
+
+    Parameters
+    ----------
+    label_map : Volume
+        Integer labels (a float array must hold whole numbers, e.g. a model's output).
+    labels : dict
+        Label value -> structure name.
+
+    Returns
+    -------
+    dict
+        Name -> boolean Volume on the label map's grid, in ascending label order; a label
+        absent from the image gives an empty mask (the structure was not found).
+
+    Raises
+    ------
+    ValueError
+        When the map holds non-integer or non-finite values.
+    """
+    array = np.asarray(label_map.array)
+    if array.dtype.kind == "f" and not np.array_equal(array, np.rint(array)):
+        raise ValueError("label map holds non-integer values; export it as integer labels")
+    return {name: structure_metadata(label_map.with_array(array == label), name)
             for label, name in sorted(labels.items())}
 
 

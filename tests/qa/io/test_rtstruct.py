@@ -101,10 +101,11 @@ def test_contours_between_and_beyond_slices_are_skipped_with_warnings(tmp_path):
     warnings = " | ".join(box.metadata["warnings"])
     assert "plane z = 7.20 mm) lies 1.20 mm from the nearest reference slice" in warnings
     assert "plane z = 99.00 mm) lies outside the reference grid's slices" in warnings
-    # with the default tolerance (half a slice) the 7.2 mm contour goes to slice 2
+    # default (slab convention): planes 3.0 and 7.2 mm are 4.2 mm apart, so the 7.2 mm
+    # plane represents 5.1 .. 9.3 mm and fills the slices centred at 6 and 9 mm
     box = read_rtstruct(path, _reference())["Box"]
-    np.testing.assert_array_equal(box.array.sum(axis=(1, 2)), [0, 800, 800, 0, 0])
-    assert box.metadata["max_plane_offset_mm"] == pytest.approx(1.2)
+    np.testing.assert_array_equal(box.array.sum(axis=(1, 2)), [0, 800, 800, 800, 0])
+    assert box.metadata["max_plane_offset_mm"] == pytest.approx(1.8)
 
 
 def test_several_planes_on_one_thick_slice_keep_the_nearest(tmp_path):
