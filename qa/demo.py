@@ -25,20 +25,24 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DemoRun:
-    """One protocol of the demo: its title, run id, run exit code and report path."""
+    """One protocol of the demo: its title, run id, run exit code, HTML report path and PDF
+    report path (None when not asked for, or when no Chromium is installed)."""
 
     title: str
     run_id: int
     exit_code: int
     report: Path
+    pdf: Path | None = None
 
 
 def run_demo(out_dir: Path, store, *, n_cases: int = 24, workers: int = 1,
-             language: str = "en", months: int = 0) -> list[DemoRun]:
+             language: str = "en", months: int = 0, pdf: bool = False) -> list[DemoRun]:
     """Generate the cohort under ``out_dir``, run every demo part into ``store``, write the
     reports; with ``months`` > 0 also simulate that many monthly periodic runs
     (:mod:`fixtures.periodic_demo`, its commissioning run set as the baseline) and report the
-    last month. Return one :class:`DemoRun` per report, in order."""
+    last month; with ``pdf`` also print each report to PDF beside it (headless Chromium; a
+    warning and no PDF when it is not installed). Return one :class:`DemoRun` per report, in
+    order."""
     from reports.html import render_run_report
 
     if 0 < months < 3:
@@ -57,7 +61,8 @@ def run_demo(out_dir: Path, store, *, n_cases: int = 24, workers: int = 1,
         outcome = run_protocol(protocol_path, store, workers=workers, operator="demo")
         report = out_dir / f"report-run-{outcome.run_id}.html"
         render_run_report(store, outcome.run_id, report, language=language)
-        runs.append(DemoRun(part.TITLE, outcome.run_id, int(outcome.exit_code), report))
+        runs.append(DemoRun(part.TITLE, outcome.run_id, int(outcome.exit_code), report,
+                            _pdf(store, outcome.run_id, report, language) if pdf else None))
     if months > 0:
         periodic = _fixtures_module("fixtures.periodic_demo")
         logger.info("simulating %d months of periodic QA", months)
@@ -71,8 +76,21 @@ def run_demo(out_dir: Path, store, *, n_cases: int = 24, workers: int = 1,
         report = out_dir / f"report-run-{run_ids[last]}.html"
         render_run_report(store, run_ids[last], report, language=language)
         runs.append(DemoRun(f"periodic QA, {last}", run_ids[last],
-                            int(store.run(run_ids[last])["exit_code"]), report))
+                            int(store.run(run_ids[last])["exit_code"]), report,
+                            _pdf(store, run_ids[last], report, language) if pdf else None))
     return runs
+
+
+def _pdf(store, run_id: int, html_report: Path, language: str) -> Path | None:
+    """Print the HTML report to ``<same name>.pdf``; None (and a warning) without Chromium."""
+    from reports.pdf import ChromiumNotFoundError, render_run_pdf
+
+    try:
+        return render_run_pdf(store, run_id, html_report.with_suffix(".pdf"),
+                              language=language, html_path=html_report)
+    except ChromiumNotFoundError as exc:
+        logger.warning("run %d: no PDF report: %s", run_id, exc)
+        return None
 
 
 def _fixtures_module(name: str):

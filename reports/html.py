@@ -1,8 +1,11 @@
 """The HTML run report: one self-contained file rendered from the results store.
 
-The report only *reads* :class:`qa.store.Store` (``run``, ``cases``, ``measurements``,
-``verdicts``, ``errors``, ``details``, ``validations``); it never recomputes a metric from
-images and never writes to the store. The only arithmetic done here is display aggregation of
+The report only *reads* :class:`qa.store.Store` (``run``, ``runs``, ``cases``,
+``measurements``, ``verdicts``, ``errors``, ``details``, ``validations``, ``verify``); it never
+recomputes a metric from images and never writes to the store. Its first page is the decision
+proposed to the committee (:mod:`reports._decision`, a documented rule over stored verdicts,
+validations, errors and the risk register); the PDF is printed from this HTML
+(:mod:`reports.pdf`). The only arithmetic done here is display aggregation of
 stored numbers (summing stored histogram counts, averaging stored per-case tissue values), each
 labelled as such in the report. Every user-supplied string goes through jinja2 autoescaping.
 """
@@ -14,14 +17,20 @@ import logging
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pandas as pd
 
+from qa.risk import RiskTemplateError, assess_run
+from reports._appendix import appendix_context
+from reports._chain import chain_context
+from reports._decision import decide
 from reports._format import LEVELS, SUPPORTED_LANGUAGES, Formatter, level_rank
+from reports._risk_section import risk_context
+from reports._summary import decision_context, is_periodic, recommendations, signoff_context
 from reports.periodic import periodic_section
 from reports.plots import finite_or_none, missing, text
 from reports.sections import check_sections
@@ -42,7 +51,8 @@ _TEMPLATES = Path(__file__).with_name("templates")
 
 
 def render_run_report(store: Any, run_id: int, path: str | Path, *, language: str = "en",
-                      generated_at: datetime | None = None) -> Path:
+                      generated_at: datetime | None = None,
+                      risk_template: str | Path | None = None) -> Path:
     """Write the HTML report of one run and return its path.
 
     Parameters
@@ -58,7 +68,11 @@ def render_run_report(store: Any, run_id: int, path: str | Path, *, language: st
         Language of the labels (message catalogs in ``reports/locales``); French also uses a
         decimal comma.
     generated_at : datetime, optional
-        Generation time printed in the footer (aware); now (UTC) by default.
+        Time printed in the footer (aware). By default the run's own time (finished, else
+        started): the same run renders the same file, byte for byte.
+    risk_template : path, optional
+        Risk-analysis template for the risk register (:func:`qa.risk.assess_run`); the
+        protocol's ``risk:`` or the default template when None.
 
     Returns
     -------
@@ -77,7 +91,7 @@ def render_run_report(store: Any, run_id: int, path: str | Path, *, language: st
     out = Path(path)
     if out.is_dir():
         out = out / default_report_path(run)
-    context = _context(store, run_id, run, fmt, generated_at)
+    context = _context(store, run_id, run, fmt, generated_at, risk_template)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_TEMPLATES),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html", "j2"),
@@ -103,12 +117,14 @@ def default_report_path(run: Mapping[str, Any]) -> str:
 
 
 def _context(store: Any, run_id: int, run: Mapping[str, Any], fmt: Formatter,
-             generated_at: datetime | None = None) -> dict[str, Any]:
+             generated_at: datetime | None = None,
+             risk_template: str | Path | None = None) -> dict[str, Any]:
     """Everything the template shows, as display strings (read from the store only)."""
     cases = store.cases(run_id)
     measurements = store.measurements(run_id)
     verdicts = store.verdicts(run_id)
     errors = store.errors(run_id)
+    validations = store.validations(run_id)
     check_names = _check_names(measurements)
     units = _units(measurements)
     errored = _errored_cases(errors, cases)
@@ -116,9 +132,20 @@ def _context(store: Any, run_id: int, run: Mapping[str, Any], fmt: Formatter,
     for value in levels:
         level_rank(value)  # raises on a level outside OK / TOLERANCE / ACTION
     worst = max(levels, key=level_rank) if levels else None
-    when = generated_at or datetime.now(timezone.utc)
+    when = generated_at or _run_time(run)
+    assessment, risk = _risk(store, run_id, fmt, risk_template)
+    decision = decide(run, verdicts, validations, errors, cases, assessment)
+    sections = check_sections(store, run_id, check_names, measurements, fmt)
+    periodic = periodic_section(store, run_id, fmt)
     return {
         "lang": fmt.language,
+        "decision": decision_context(decision, run, assessment, fmt),
+        "toc": _toc(sections, periodic is not None, risk is not None, fmt),
+        "risk": risk,
+        "recommendations": recommendations(decision, run, fmt),
+        "signoff": signoff_context(decision, run, fmt),
+        "appendix": appendix_context(verdicts, check_names, units, is_periodic(run),
+                                     risk is not None, fmt),
         "header": {
             "protocol_name": text(run.get("protocol_name")),
             "protocol_kind": text(run.get("protocol_kind")),
@@ -131,13 +158,14 @@ def _context(store: Any, run_id: int, run: Mapping[str, Any], fmt: Formatter,
             "n_cases": len(cases),
         },
         "provenance": _provenance(run, cases, fmt),
-        "validations": _validations(store.validations(run_id), fmt),
+        "chain": chain_context(store, run_id, fmt),
+        "validations": _validations(validations, fmt),
         "cohort_verdicts": _verdict_rows(verdicts, check_names, units, fmt, cohort=True),
         "case_verdicts": _verdict_rows(verdicts, check_names, units, fmt, cohort=False),
-        "periodic": periodic_section(store, run_id, fmt),
+        "periodic": periodic,
         "case_table": _case_table(cases, measurements, verdicts, errored, fmt),
         "errored_cases": [r for r in _error_rows(errors, fmt) if r["case_id"] != ""],
-        "check_sections": check_sections(store, run_id, check_names, measurements, fmt),
+        "check_sections": sections,
         "errors": _error_rows(errors, fmt),
         "protocol_text": text(run.get("protocol_text")),
         "footer": {
@@ -145,6 +173,51 @@ def _context(store: Any, run_id: int, run: Mapping[str, Any], fmt: Formatter,
             "generated_at": fmt.time(when),
         },
     }
+
+
+#: Catalog key of the title of each check's section (``<check>.title`` when not listed).
+_SECTION_TITLES = {"hu_accuracy": "section.hu", "subgroup_bias": "bias.title"}
+
+
+def _toc(sections: list[dict[str, Any]], periodic: bool, risk: bool,
+         fmt: Formatter) -> list[dict[str, str]]:
+    """Table of contents: anchor id and title of each top-level section, in page order."""
+    entries = [("decision", "section.decision"), ("provenance", "section.provenance"),
+               ("validation", "section.validation"), ("verdicts", "section.verdicts")]
+    if periodic:
+        entries.append(("periodic", "periodic.title"))
+    toc = [{"anchor": a, "title": fmt.t(k)} for a, k in entries]
+    for section in sections:
+        key = _SECTION_TITLES.get(section["check"], f"{section['check']}.title")
+        title = fmt.t(key, default=section["check"])
+        if section["several"]:
+            title = f"{title} — {section['check_id']}"
+        toc.append({"anchor": f"check-{section['check_id']}", "title": title})
+    tail = [("cases", "section.cases"), ("risk", "risk.title") if risk else None,
+            ("recommendations", "section.recommendations"), ("errors", "section.errors"),
+            ("signoff", "section.signoff"), ("appendix", "section.appendix")]
+    toc += [{"anchor": a, "title": fmt.t(k)} for a, k in filter(None, tail)]
+    return toc
+
+
+def _risk(store: Any, run_id: int, fmt: Formatter,
+          template: str | Path | None) -> tuple[Any | None, dict[str, Any]]:
+    """The risk assessment (for the decision; None when the template stored with the run is
+    unusable) and the display data of the risk-register section (:mod:`reports._risk_section`,
+    which then shows the template error). A template given explicitly must be valid."""
+    try:
+        assessment = assess_run(store, run_id, template=template)
+    except RiskTemplateError:
+        if template is not None:
+            raise
+        assessment = None
+    return assessment, risk_context(store, run_id, fmt, template=template)
+
+
+def _run_time(run: Mapping[str, Any]) -> Any:
+    """The run's own time: finished, else started (the report never prints "now")."""
+    finished = run.get("finished_at")
+    return run.get("started_at") if missing(finished) else finished
 
 
 def _run_id(run: Mapping[str, Any]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import html as html_lib
 import math
 import re
 from dataclasses import dataclass, field
@@ -167,6 +168,9 @@ class FakeStore:
     def run(self, run_id: int) -> dict:
         return {"id": run_id, **RUN}
 
+    def runs(self) -> pd.DataFrame:
+        return pd.DataFrame([{"run_id": 7, **RUN}])
+
     def cases(self, run_id: int) -> pd.DataFrame:
         return pd.DataFrame([
             {"case_id": c, "position": i, "status": "error" if c in self._failed else "ok",
@@ -261,8 +265,8 @@ class Page(HTMLParser):
         return next(r for r in self.tables["case-table"] if r[0] == case_id)
 
 
-READS = frozenset({"run", "cases", "measurements", "verdicts", "errors", "details",
-                   "validations"})
+READS = frozenset({"run", "runs", "verify", "run_anchor", "cases", "measurements", "verdicts",
+                   "errors", "details", "validations"})
 
 
 class ReadOnly:
@@ -353,7 +357,7 @@ def _render(source: Source, language: str = "en") -> tuple[str, Page]:
 
 def test_sections_headings_and_footer(source):
     html, page = _render(source)
-    for heading in ("Model QA run report", "Provenance and traceability", "Data validation",
+    for heading in ("Model QA run report", "Scope and traceability", "Data validation",
                     "Verdicts", "Cohort verdicts", "Per-case verdicts not OK",
                     "Per-case results", "Cases with errors", "HU accuracy", "Errors",
                     "Tissue classes and thresholds used", "Agreement by tissue class"):
@@ -510,7 +514,7 @@ def test_user_text_is_escaped(source):
 
 def test_french_report_uses_the_catalog_and_a_decimal_comma(source):
     html, page = _render(source, language="fr")
-    for heading in ("Rapport de contrôle qualité du modèle", "Provenance et traçabilité",
+    for heading in ("Rapport de contrôle qualité du modèle", "Périmètre et traçabilité",
                     "Validation des données", "Verdicts sur la cohorte", "Résultats par cas",
                     "Erreurs"):
         assert heading in page.headings
@@ -583,3 +587,102 @@ def test_hu_section_keeps_each_threshold_set_with_its_cases_and_plots_odd_names(
     assert section["histogram"] is None
     assert section["tissue_plot"].startswith("data:image/png;base64,")
     assert section["tissue_rows"][0]["mean_mae"] == "2.0"
+
+
+def _visible(html: str) -> str:
+    """The page's text: tags removed (entities kept), whitespace collapsed."""
+    return " ".join(re.sub(r"<[^>]+>", "", html).split())
+
+
+def test_first_page_is_the_decision_with_its_reasons_then_the_contents(source):
+    html, page = _render(source)
+    assert html.index('id="decision"') < html.index('id="toc"') < html.index('id="provenance"')
+    # run incomplete, cohort pass rate at ACTION, two validations failed, 1 of 4 cases errored
+    assert page.by_id["decision-outcome"] == "Not approved for clinical use"
+    reasons = re.findall(r'<li class="(blocking|condition)">', html)
+    assert reasons[:5] == ["blocking"] * 5 and set(reasons[5:]) == {"condition"}
+    text = _visible(html)
+    assert ("Blocking: ACTION on hu_accuracy · mae_hu (pass rate): pass_rate (1 of 3 OK)"
+            in text)
+    assert "Blocking: 1 of 4 cases (25.0 %) could not be evaluated: more than the 10.0 % " \
+           "allowed." in text
+    assert "Condition: TOLERANCE on hu_accuracy · mae_hu (mean)" in text
+    assert "The tool proposes; the radiation protection committee decides and signs" in text
+
+
+def test_contents_link_to_every_top_level_section_in_page_order(source):
+    html, page = _render(source)
+    anchors = re.findall(r'<li><a href="#([^"]+)">', html)
+    assert anchors[:4] == ["decision", "provenance", "validation", "verdicts"]
+    assert anchors[4:] == [f"check-{HU_ID}", "cases", "risk", "recommendations", "errors",
+                           "signoff", "appendix"]
+    positions = [html.index(f'id="{a}"') for a in anchors]
+    assert positions == sorted(positions)
+    assert all(f'data-toc-page="{a}"' in html for a in anchors)
+
+
+def test_signoff_and_appendix_state_who_decides_and_what_was_applied(source):
+    html, page = _render(source)
+    for heading in ("Recommendations", "Sign-off", "Decision rule",
+                    "Tolerance and action levels as applied", "Methods and formulas",
+                    "Conventions", "Protocol as run"):
+        assert heading in page.headings
+    assert page.row("Medical physicist") == ["Medical physicist", "", "", ""]
+    assert page.row("Chair of the radiation protection committee")[1:] == ["", "", ""]
+    levels = page.tables["levels-table"]
+    assert levels[1:] == [  # per-case levels first, then the cohort statistics as stored
+        ["hu_accuracy", "mae_hu", "", "each case", "≤ 70.0 HU", "≤ 90.0 HU"],
+        ["hu_accuracy", "mae_hu", "", "mean", "≤ 70.0 HU", "≤ 90.0 HU"],
+        ["hu_accuracy", "mae_hu", "", "pass rate", "≥ 95.0 %", "≥ 90.0 %"]]
+    text = _visible(html)
+    assert "more than 10.0 % of the cases could not be evaluated" in text
+    assert "MAE = Σ|sCT − CT|·m / Σm" in text
+    # one recommendation per kind of reason, the outcome's last; the proposal in the sign-off
+    recommendations = re.findall(r"<li>([^<]*)</li>", html[html.index('id="recommendation'):
+                                                           html.index('id="errors"')])
+    assert recommendations[0].startswith("Find why the run did not complete")
+    assert recommendations[-1].startswith("Do not use the model clinically until")
+    assert len(recommendations) == len(set(recommendations))
+    assert "Decision proposed by the tool: Not approved for clinical use" in text
+
+
+def test_same_run_renders_byte_identical_html_dated_by_the_run(tmp_path):
+    first = render_run_report(_fake(tmp_path).store, 7, tmp_path / "a.html")
+    second = render_run_report(_fake(tmp_path).store, 7, tmp_path / "b.html")
+    assert first.read_bytes() == second.read_bytes()
+    # the only time in the footer is the run's own (finished 2025-01-02T03:06:05Z)
+    assert "report of the run of 2025-01-02T03:06:05Z" in first.read_text(encoding="utf-8")
+
+
+def test_periodic_run_asks_about_continued_use(tmp_path):
+    class Periodic(FakeStore):
+        def run(self, run_id):
+            return {**super().run(run_id), "protocol_kind": "periodic", "status": "complete"}
+
+    ok = [v for v in VERDICTS if v["level"] == "OK"]
+    path = render_run_report(ReadOnly(Periodic(verdicts=ok, errors=[], failed=())), 7,
+                             tmp_path / "p.html", language="fr")
+    page = Page(path.read_text(encoding="utf-8"))
+    # validations failed in the fake store: suspend
+    assert page.by_id["decision-outcome"] == "Suspendre l'utilisation clinique"
+    text = html_lib.unescape(_visible(path.read_text(encoding="utf-8")))
+    assert "L'utilisation clinique du modèle peut-elle se poursuivre ?" in text
+    assert "Suspendre l'utilisation clinique du modèle jusqu'à résolution" in text
+
+
+def test_user_text_in_decision_reasons_is_escaped(tmp_path):
+    nasty = {**VERDICTS[0], "label": NASTY_LABEL, "message": "<script>alert(2)</script>"}
+    html = render_run_report(_fake(tmp_path, verdicts=[nasty]).store, 7,
+                             tmp_path / "x.html").read_text(encoding="utf-8")
+    assert "<script>" not in html
+    assert ("TOLERANCE on hu_accuracy · mae_hu [&#34;&amp;&lt;&gt;&#39;] (mean): "
+            "&lt;script&gt;alert(2)&lt;/script&gt;") in _visible(html)
+
+
+def test_first_page_lists_at_most_fifteen_reasons_and_counts_the_rest(tmp_path):
+    many = [{**VERDICTS[1], "label": f"structure {i:02d}"} for i in range(20)]
+    html = render_run_report(_fake(tmp_path, verdicts=many, errors=[], failed=()).store, 7,
+                             tmp_path / "m.html").read_text(encoding="utf-8")
+    # 25 reasons: run incomplete, 20 pass rates at ACTION, 2 validations, 2 from the risks
+    assert len(re.findall(r'<li class="(?:blocking|condition)">', html)) == 15
+    assert "… and 10 more reason(s) of the same kinds" in _visible(html)
