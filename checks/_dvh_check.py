@@ -18,8 +18,10 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from checks.base import Check, CheckOutput, Measurement, MetricInfo, Slot
 from checks.dvh import (
     DVHInputError,
+    _aligned,
+    _check_prescription,
+    _difference,
     cumulative_dvh,
-    dvh_differences,
     high_dose_mae,
     structure_weights,
 )
@@ -73,16 +75,22 @@ class DVHCheck(Check):
         self.require_inputs(inputs)
         opts = self.options
         ref, ev, structures = inputs["reference"], inputs["evaluated"], inputs["structures"]
+        curves = {}
         try:
-            diffs = dvh_differences(ref, ev, structures, prescription_gy=opts.prescription_gy,
-                                    v_levels_gy=opts.v_levels_gy)
-            mae, n_mae = high_dose_mae(ref, ev, prescription_gy=opts.prescription_gy)
+            # each structure's weights are computed once, for its metrics and its curves
+            rx = _check_prescription(opts.prescription_gy)
+            ev_on_ref = _aligned(ref, ev)
+            diffs = []
+            for name, mask in structures.items():
+                weights = structure_weights(mask, ref, name)
+                diffs.append(_difference(ref, ev_on_ref, weights, name, rx, opts.v_levels_gy))
+                curves[name] = _curves(ref, ev_on_ref, weights)
+            mae, n_mae = high_dose_mae(ref, ev_on_ref, prescription_gy=opts.prescription_gy)
         except DVHInputError as exc:
             if exc.input_name in ("reference", "evaluated"):
                 raise ValueError(f"input {exc.input_name!r}: {exc}") from exc
             raise QAInputError(str(exc), check=self.name, field=exc.input_name) from exc
         rows = [Measurement("dose_mae_percent_rx", mae, "%")]
-        curves = {}
         for d in diffs:
             for key in _KEYS:
                 rows.append(Measurement(f"{key}_diff_gy", d.diff_gy[key], "Gy", d.structure))
@@ -91,7 +99,6 @@ class DVHCheck(Check):
             for key, value in d.reference.v_percent.items():
                 rows.append(Measurement("v_diff_percent", d.evaluated.v_percent[key] - value,
                                         "%", f"{d.structure}@{key[1:]}"))
-            curves[d.structure] = _curves(ref, ev, structures[d.structure], d.structure)
         details = {
             "prescription_gy": opts.prescription_gy,
             "high_dose_voxels": n_mae,
@@ -106,17 +113,16 @@ class DVHCheck(Check):
         return CheckOutput(measurements=tuple(rows), details=_clean(details))
 
 
-def _curves(ref, ev, mask, name: str) -> dict[str, Any]:
-    from checks.dvh import _aligned
-
-    weights = structure_weights(mask, ref, name)
+def _curves(ref, ev_on_ref, weights: np.ndarray) -> dict[str, Any]:
+    """Cumulative DVHs of one structure (``weights`` on the reference grid) under the
+    reference dose and the evaluated dose already on the reference grid."""
     top = max(float(np.max(np.where(weights > 0, ref.array, 0))),
-              float(np.max(np.where(weights > 0, _aligned(ref, ev).array, 0))))
+              float(np.max(np.where(weights > 0, ev_on_ref.array, 0))))
     width = max(top / _CURVE_POINTS, 1e-3)
     voxel_cc = ref.voxel_volume_mm3 / 1000.0
     d_ref, v_ref = cumulative_dvh(np.asarray(ref.array, float), weights, voxel_cc,
                                   bin_width_gy=width)
-    d_ev, v_ev = cumulative_dvh(np.asarray(_aligned(ref, ev).array, float), weights, voxel_cc,
+    d_ev, v_ev = cumulative_dvh(np.asarray(ev_on_ref.array, float), weights, voxel_cc,
                                 bin_width_gy=width)
     n = max(d_ref.size, d_ev.size)
 

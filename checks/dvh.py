@@ -86,7 +86,7 @@ def structure_weights(structure: Volume, dose: Volume, name: str = "structure") 
     if same_grid(structure, dose):
         weights = arr.astype(np.float64)
     else:
-        weights = resample_like(structure.with_array(arr.astype(bool)), dose,
+        weights = resample_like(structure.with_array(arr.astype(bool, copy=False)), dose,
                                 method="fraction").array.astype(np.float64)
     if not np.any(weights > 0):
         raise DVHInputError(
@@ -161,18 +161,8 @@ def dvh_differences(reference: Volume, evaluated: Volume, structures: Mapping[st
     """
     rx = _check_prescription(prescription_gy)
     ev = _aligned(reference, evaluated)
-    out = []
-    for name, mask in structures.items():
-        weights = structure_weights(mask, reference, name)
-        ref_m = dvh_metrics(reference, weights, name, v_levels_gy=v_levels_gy)
-        ev_m = dvh_metrics(ev, weights, name, v_levels_gy=v_levels_gy)
-        diff = {"dmean": ev_m.dmean_gy - ref_m.dmean_gy,
-                "d0_03cc": ev_m.d0_03cc_gy - ref_m.d0_03cc_gy,
-                **{k: ev_m.d_gy[k] - ref_m.d_gy[k] for k in ref_m.d_gy}}
-        out.append(DVHDifference(
-            structure=name, reference=ref_m, evaluated=ev_m, diff_gy=diff,
-            diff_percent_rx={k: 100.0 * v / rx for k, v in diff.items()}))
-    return tuple(out)
+    return tuple(_difference(reference, ev, structure_weights(mask, reference, name), name,
+                             rx, v_levels_gy) for name, mask in structures.items())
 
 
 def high_dose_mae(reference: Volume, evaluated: Volume, *, prescription_gy: float,
@@ -187,6 +177,19 @@ def high_dose_mae(reference: Volume, evaluated: Volume, *, prescription_gy: floa
     if not n:
         return math.nan, 0
     return float(100.0 * np.mean(np.abs(np.asarray(ev.array, float)[sel] - ref[sel])) / rx), n
+
+
+def _difference(reference: Volume, evaluated_on_reference: Volume, weights: np.ndarray,
+                name: str, rx: float, v_levels_gy: Sequence[float]) -> DVHDifference:
+    """One structure's :class:`DVHDifference` from its weights on the reference grid (the
+    evaluated dose already on that grid, ``rx`` already checked)."""
+    ref_m = dvh_metrics(reference, weights, name, v_levels_gy=v_levels_gy)
+    ev_m = dvh_metrics(evaluated_on_reference, weights, name, v_levels_gy=v_levels_gy)
+    diff = {"dmean": ev_m.dmean_gy - ref_m.dmean_gy,
+            "d0_03cc": ev_m.d0_03cc_gy - ref_m.d0_03cc_gy,
+            **{k: ev_m.d_gy[k] - ref_m.d_gy[k] for k in ref_m.d_gy}}
+    return DVHDifference(structure=name, reference=ref_m, evaluated=ev_m, diff_gy=diff,
+                         diff_percent_rx={k: 100.0 * v / rx for k, v in diff.items()})
 
 
 def _check_prescription(prescription_gy: float) -> float:

@@ -219,12 +219,19 @@ def resample_like(
     if method not in ("linear", "nearest", "fraction"):
         raise ValueError(f"method must be 'linear', 'nearest' or 'fraction', got {method!r}.")
     source = moving.array
+    windowed = method == "fraction" and fill_value == 0
+    window = None
     if method == "nearest":
         out = np.empty(reference.shape, dtype=source.dtype)
         data = source
     else:
-        data = source.astype(np.float64 if source.dtype == np.float64 else np.float32)
-        out = np.empty(reference.shape, dtype=data.dtype)
+        dtype = np.float64 if source.dtype == np.float64 else np.float32
+        if windowed:
+            # only the mask's bounding box is interpolated (same values, less memory)
+            window, data = _nonzero_window(source, dtype)
+        else:
+            data = source.astype(dtype)
+        out = np.empty(reference.shape, dtype=dtype)
     # Work slab by slab along z so the coordinate arrays stay small (~4 M points at a time).
     plane = reference.shape[1] * reference.shape[2]
     step = max(1, _SLAB_POINTS // max(plane, 1))
@@ -238,8 +245,55 @@ def resample_like(
         np.clip(coords, 0, shape - 1, out=coords)
         if method == "nearest":
             values = ndimage.map_coordinates(data, np.rint(coords), order=0, mode="nearest")
+        elif windowed:
+            values = _interpolate_in_window(data, coords, window, out.dtype)
         else:
             values = ndimage.map_coordinates(data, coords, order=1, mode="nearest")
         values = np.where(inside, values, np.asarray(fill_value).astype(out.dtype))
         out[z0:z1] = values.reshape(z1 - z0, *reference.shape[1:])
     return Volume(out, reference.spacing, reference.origin, reference.direction, moving.metadata)
+
+
+def _nonzero_window(source: np.ndarray, dtype: type
+                    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray] | None, np.ndarray]:
+    """The part of a mask that trilinear interpolation can see, cast to ``dtype``.
+
+    Returns ``((lo, hi, offset), crop)``: a point whose index coordinates lie outside
+    ``[lo, hi]`` on some axis (the non-zero voxels' bounding box widened by one voxel)
+    interpolates only zero voxels, so its value is 0; for the points inside, ``crop`` (the box
+    widened by two voxels, clipped to the array, starting at index ``offset``) holds every
+    voxel the interpolation reads, so interpolating ``crop`` at ``coords - offset`` gives the
+    same numbers as interpolating the whole array at ``coords`` (the integer shift is exact in
+    floating point). ``(None, empty crop)`` for an all-zero mask.
+    """
+    lo, hi = [], []
+    for axis in range(source.ndim):
+        other = tuple(a for a in range(source.ndim) if a != axis)
+        nonzero = np.flatnonzero(np.any(source, axis=other))
+        if nonzero.size == 0:
+            return None, np.zeros((0,) * source.ndim, dtype)
+        lo.append(int(nonzero[0]))
+        hi.append(int(nonzero[-1]))
+    start = [max(a - 2, 0) for a in lo]
+    stop = [min(b + 3, n) for b, n in zip(hi, source.shape, strict=True)]
+    crop = source[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))].astype(dtype)
+    window = (np.asarray(lo, float)[:, None] - 1.0, np.asarray(hi, float)[:, None] + 1.0,
+              np.asarray(start, float)[:, None])
+    return window, crop
+
+
+def _interpolate_in_window(crop: np.ndarray, coords: np.ndarray,
+                           window: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+                           dtype: type) -> np.ndarray:
+    """Trilinear values at ``coords`` (3, N) of a mask reduced by :func:`_nonzero_window`."""
+    from scipy import ndimage
+
+    values = np.zeros(coords.shape[1], dtype=dtype)
+    if window is None:  # empty mask
+        return values
+    lo, hi, offset = window
+    near = np.all((coords >= lo) & (coords <= hi), axis=0)
+    if np.any(near):
+        values[near] = ndimage.map_coordinates(crop, coords[:, near] - offset, order=1,
+                                               mode="nearest")
+    return values
