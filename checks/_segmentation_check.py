@@ -157,8 +157,9 @@ class SegmentationCheck(Check):
         name: the metrics of :func:`compare_masks` when present in both sets; when the
         evaluated set lacks it, the metrics of an empty prediction (Dice 0, distances NaN)
         and ``missing_evaluated = 1``; when the reference lacks it, ``missing_reference = 1``
-        only (and, when the evaluated set lacks it too, the structure is listed in
-        ``details["not_applicable"]`` so the engine grades nothing for it on this case).
+        only (and, when the evaluated set lacks it too or holds it with no voxel, as a label
+        map does, the structure is listed in ``details["not_applicable"]`` so the engine
+        grades nothing for it on this case).
         Extra evaluated structures are counted and listed in the details.
         """
         from checks.segmentation import compare_masks
@@ -225,8 +226,10 @@ class SegmentationCheck(Check):
             "extra_evaluated": extra,
             "missing_evaluated": [n for n in requested if n not in in_eval],
             "missing_reference": [n for n in requested if n not in in_ref],
-            # in neither set (a prostate for a female patient): no verdict for this case
-            "not_applicable": [n for n in requested if n not in in_ref and n not in in_eval],
+            # in neither set (a prostate for a female patient; an empty evaluated mask counts
+            # as absent, as a label map holds every label): no verdict for this case
+            "not_applicable": [n for n in requested if n not in in_ref and (
+                n not in in_eval or not np.any(_bool(eval_set[in_eval[n]])))],
             **({"overlays": overlays} if overlays else {}),
         })
         if any(not math.isfinite(r.value) for r in rows):

@@ -5,9 +5,10 @@ Gaussian (sigma in voxels per axis), triangulated by marching cubes (Lewiner et 
 doi:10.1080/10867651.2003.10487582) with the voxel spacing, so every triangle carries its
 area in mm^2. Distances from one surface to the other are exact Euclidean distances from
 each mesh vertex to the nearest point of the other triangle mesh (closest point on a
-triangle: Ericson, *Real-Time Collision Detection*, 2005, sec. 5.1.5), found through a k-d
-tree of triangle centroids with a bound that proves the nearest triangle was among the
-candidates. Each vertex stands for a third of the area of its triangles (vertex quadrature).
+triangle: Ericson, *Real-Time Collision Detection*, 2005, sec. 5.1.5), found through a
+uniform grid of the triangles searched ring by ring until the nearest triangle is proven
+examined (:mod:`checks._surface_numba`). Each vertex stands for a third of the area of its
+triangles (vertex quadrature).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import cKDTree
+
+from checks._surface_numba import (
+    curvature_and_normals,
+    mesh_areas,
+    mixed_cell_mask,
+    point_mesh_distances,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +32,13 @@ __all__ = ["TriangleSurface", "mask_surface", "distances_to_surface"]
 
 #: Gaussian sigma (in voxels) applied before the 0.5 iso-surface is extracted.
 SMOOTHING_SIGMA_VOXELS = 1.0
-_PAD_VOXELS = 7
-_PAIRS_PER_CHUNK = 1 << 20
+#: Zero voxels around the mask's bounding box for the curvature field. The smoothed mask
+#: stays under 0.5 outside the box (one voxel out it is at most (1 - g(0)) / 2 < 0.5 for a
+#: normalised Gaussian g), so the surface's cells have corners at most one voxel outside;
+#: the curvature stencils reach three voxels further and must not touch the array's edge.
+_PAD_VOXELS = 4
+#: Of which kept for the field that is triangulated (its 0.5 level is within one voxel).
+_MESH_PAD_VOXELS = 2
 
 
 @dataclass(frozen=True)
@@ -40,9 +52,12 @@ class TriangleSurface:
     """
 
     triangles_mm: np.ndarray
-    centroids_mm: np.ndarray
     points_mm: np.ndarray
     point_areas_mm2: np.ndarray
+
+    @property
+    def centroids_mm(self) -> np.ndarray:
+        return self.triangles_mm.mean(axis=1)
 
     @property
     def area_mm2(self) -> float:
@@ -75,27 +90,35 @@ def mask_surface(mask: np.ndarray, spacing_mm: tuple[float, float, float],
     from skimage.measure import marching_cubes  # lazy: import cost only when used
 
     pad = _PAD_VOXELS
-    raw = np.pad(mask.astype(np.float64), pad)
-    field, sigma_voxels = _smoothed(raw, sigma_voxels)
+    # the mask's own bounding box plus zeros: "constant" filtering gives the same field values
+    # as on any larger zero-padded array, and every stencil used below stays inside it
+    lo = [int(np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a)))[0])
+          for a in range(3)]
+    hi = [int(np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a)))[-1]) + 1
+          for a in range(3)]
+    # float32: marching cubes works on float32 fields; the smoothing is done in float32 too.
+    # "constant" filtering of a zero-padded box gives the values of any larger one.
+    raw = np.pad(mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].astype(np.float32), pad)
+    inner = pad - _MESH_PAD_VOXELS
+    field, sigma_voxels = _smoothed(raw[inner:-inner, inner:-inner, inner:-inner],
+                                    sigma_voxels)
+    # only the cells the 0.5 level crosses (same triangles, a third of the time), in voxel
+    # units: a vertex lies on a cell edge, two of its coordinates are whole numbers, so the
+    # curvature below interpolates between two nodes instead of eight. Degenerate triangles
+    # (two corners at one point) have zero area and are dropped by mesh_areas.
+    verts, faces, _normals, _values = marching_cubes(field, level=0.5, allow_degenerate=True,
+                                                     mask=mixed_cell_mask(field, 0.5))
+    coords = verts.astype(np.float64)
     spacing = tuple(float(s) for s in spacing_mm)
-    verts, faces, _normals, _values = marching_cubes(field, level=0.5, spacing=spacing,
-                                                     allow_degenerate=False)
+    verts = coords * np.asarray(spacing)
     if np.any(np.asarray(sigma_voxels) > 0):
         # curvature and normals from a smoother copy: the staircase would make them noisy
         smoother = ndimage.gaussian_filter(raw, 2.0 * np.asarray(sigma_voxels, float),
                                            mode="constant", truncate=3.0)
-        verts = verts + _curvature_shift_mm(smoother, verts, spacing, sigma_voxels)
-    verts = verts - np.asarray(spacing) * pad
-    tri = verts[faces]
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    areas = 0.5 * np.linalg.norm(cross, axis=1)
-    keep = areas > 0
-    faces, tri, areas = faces[keep], tri[keep], areas[keep]
-    point_areas = np.bincount(faces.ravel(), weights=np.repeat(areas / 3.0, 3),
-                              minlength=len(verts))
-    used = point_areas > 0
-    return TriangleSurface(triangles_mm=tri, centroids_mm=tri.mean(axis=1),
-                           points_mm=verts[used], point_areas_mm2=point_areas[used])
+        verts = verts + _curvature_shift_mm(smoother, coords + inner, spacing, sigma_voxels)
+    verts = verts + np.asarray(spacing) * (np.asarray(lo) - _MESH_PAD_VOXELS)
+    tri, points, point_areas = mesh_areas(verts, np.ascontiguousarray(faces, dtype=np.int64))
+    return TriangleSurface(triangles_mm=tri, points_mm=points, point_areas_mm2=point_areas)
 
 
 def _smoothed(raw: np.ndarray, sigma_voxels) -> tuple[np.ndarray, float]:
@@ -122,7 +145,7 @@ def _smoothed(raw: np.ndarray, sigma_voxels) -> tuple[np.ndarray, float]:
     return raw, 0.0
 
 
-def _curvature_shift_mm(field: np.ndarray, verts_mm: np.ndarray, spacing: tuple[float, ...],
+def _curvature_shift_mm(field: np.ndarray, coords: np.ndarray, spacing: tuple[float, ...],
                         sigma_voxels) -> np.ndarray:
     """Displacement (V, 3) mm that undoes the shrinkage of smoothing on curved surfaces.
 
@@ -130,18 +153,12 @@ def _curvature_shift_mm(field: np.ndarray, verts_mm: np.ndarray, spacing: tuple[
     of mean curvature ``H = (k1 + k2) / 2`` (sphere: sigma^2 / R; to second order in
     sigma / R), ``sigma_n`` being the Gaussian's width along the normal. ``H`` and the
     normal come from the smoothed field (``2H = div n``, ``n = -grad f / |grad f|``),
-    interpolated trilinearly at the vertices; the shift is capped at a quarter voxel.
+    interpolated trilinearly at the vertices (``coords``: (V, 3) positions in voxel units
+    of ``field``); the shift is capped at a quarter voxel.
     """
     spacing_arr = np.asarray(spacing)
-    grad = np.gradient(field, *spacing)
-    norm = np.sqrt(sum(g * g for g in grad)) + 1e-12
-    normal = [-g / norm for g in grad]
-    div = sum(np.gradient(normal[i], spacing[i], axis=i) for i in range(3))
-    coords = (verts_mm / spacing_arr).T
-    mean_curv = 0.5 * ndimage.map_coordinates(div, coords, order=1, mode="nearest")
-    n_v = np.stack([ndimage.map_coordinates(n, coords, order=1, mode="nearest")
-                    for n in normal], axis=1)
-    n_v /= np.linalg.norm(n_v, axis=1, keepdims=True) + 1e-12
+    # only at the vertices (compiled; same finite differences and trilinear interpolation)
+    mean_curv, n_v = curvature_and_normals(field, coords, spacing)
     sigma_mm = np.broadcast_to(np.asarray(sigma_voxels, float), (3,)) * spacing_arr
     sigma_n2 = np.sum((n_v * sigma_mm) ** 2, axis=1)
     cap = 0.25 * float(spacing_arr.min())
@@ -152,11 +169,8 @@ def _curvature_shift_mm(field: np.ndarray, verts_mm: np.ndarray, spacing: tuple[
 def distances_to_surface(points_mm: np.ndarray, surface: TriangleSurface) -> np.ndarray:
     """Exact Euclidean distance (mm) from each point to the nearest point of ``surface``.
 
-    The triangle of a point's nearest centroid gives an upper bound ``u`` of its distance;
-    the nearest triangle's centroid lies within ``u + r`` of the point (``r``: largest
-    centroid-to-vertex distance of the mesh), so the minimum over every triangle whose
-    centroid is in that ball is exact. Points are grouped by the size of their ball so that
-    each group is one k-nearest query and one vectorised distance evaluation.
+    Compiled search over a uniform grid of the triangles that proves the nearest triangle
+    was examined (:func:`checks._surface_numba.point_mesh_distances`).
 
     Parameters
     ----------
@@ -168,92 +182,4 @@ def distances_to_surface(points_mm: np.ndarray, surface: TriangleSurface) -> np.
     -------
     (N,) float ndarray
     """
-    points = np.asarray(points_mm, dtype=float)
-    result = np.empty(len(points))
-    if len(points) == 0:
-        return result
-    tree = cKDTree(surface.centroids_mm)
-    geometry = _TriangleGeometry(surface.triangles_mm)
-    radii_mm = np.max(np.linalg.norm(
-        surface.triangles_mm - surface.centroids_mm[:, None, :], axis=2), axis=1)
-    slack_mm = float(radii_mm.max()) * (1.0 + 1e-9) + 1e-9
-    radii_mm = radii_mm * (1.0 + 1e-9) + 1e-9
-    _, nearest = tree.query(points, k=1, workers=-1)
-    upper = geometry.distance(points, nearest)
-    counts = np.asarray(tree.query_ball_point(points, upper + slack_mm, return_length=True,
-                                              workers=-1))
-    bucket_k = np.minimum(_bucket_sizes(counts), surface.n_triangles)
-    result[:] = upper
-    for k in np.unique(bucket_k):
-        members = np.flatnonzero(bucket_k == k)
-        rows_per_chunk = max(1, _PAIRS_PER_CHUNK // int(k))
-        for start in range(0, len(members), rows_per_chunk):
-            rows = members[start:start + rows_per_chunk]
-            centroid_d, idx = tree.query(points[rows], k=int(k), workers=-1)
-            centroid_d = centroid_d.reshape(len(rows), int(k))
-            idx = idx.reshape(len(rows), int(k))
-            # a triangle can only beat the bound when its bounding ball reaches inside it
-            row, col = np.nonzero(centroid_d - radii_mm[np.minimum(idx, len(radii_mm) - 1)]
-                                  < upper[rows][:, None])
-            if row.size == 0:
-                continue
-            d = geometry.distance(points[rows[row]], idx[row, col])
-            starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]])
-            best = np.minimum.reduceat(d, starts)
-            hit = rows[row[starts]]
-            result[hit] = np.minimum(result[hit], best)
-    return result
-
-
-def _bucket_sizes(counts: np.ndarray) -> np.ndarray:
-    """Round each needed candidate count up to 8, 12, 16, 24, 32, 48 ... (about 1.5x)."""
-    sizes = np.array(sorted({int(8 * 1.5 ** (i / 1)) for i in range(40)}))
-    return sizes[np.searchsorted(sizes, np.maximum(counts, 1))]
-
-
-class _TriangleGeometry:
-    """Per-triangle quantities precomputed once for point-to-triangle distances."""
-
-    def __init__(self, triangles_mm: np.ndarray) -> None:
-        a, b, c = triangles_mm[:, 0], triangles_mm[:, 1], triangles_mm[:, 2]
-        self.a, self.b, self.c = a, b, c
-        self.e1, self.e2, self.e3 = b - a, c - a, c - b
-        d00 = np.einsum("ij,ij->i", self.e1, self.e1)
-        d01 = np.einsum("ij,ij->i", self.e1, self.e2)
-        d11 = np.einsum("ij,ij->i", self.e2, self.e2)
-        self.d00, self.d01, self.d11 = d00, d01, d11
-        self.d22 = np.einsum("ij,ij->i", self.e3, self.e3)
-        self.inv = 1.0 / (d00 * d11 - d01 * d01)
-        normal = np.cross(self.e1, self.e2)
-        self.normal = normal / np.linalg.norm(normal, axis=1)[:, None]
-
-    def distance(self, p: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Distance from points ``p`` (P, 3) to triangles ``t`` (P,) (indices), pairwise.
-
-        Inside the prism over the triangle the distance is the plane distance; outside,
-        the nearest point is on an edge, so it is the least of the three point-to-segment
-        distances (Ericson 2005, sec. 5.1.5).
-        """
-        ap = p - self.a[t]
-        e1, e2 = self.e1[t], self.e2[t]
-        x1 = np.einsum("ij,ij->i", e1, ap)
-        x2 = np.einsum("ij,ij->i", e2, ap)
-        d01 = self.d01[t]
-        v = (self.d11[t] * x1 - d01 * x2) * self.inv[t]
-        w = (self.d00[t] * x2 - d01 * x1) * self.inv[t]
-        inside = (v >= 0) & (w >= 0) & (v + w <= 1)
-        plane = np.abs(np.einsum("ij,ij->i", ap, self.normal[t]))
-        s1 = _segment(ap, e1, x1, self.d00[t])
-        s2 = _segment(ap, e2, x2, self.d11[t])
-        bp = p - self.b[t]
-        e3 = self.e3[t]
-        s3 = _segment(bp, e3, np.einsum("ij,ij->i", e3, bp), self.d22[t])
-        edge = np.minimum(np.minimum(s1, s2), s3)
-        return np.where(inside, plane, edge)
-
-
-def _segment(ap: np.ndarray, edge: np.ndarray, dot: np.ndarray, length2: np.ndarray):
-    """Distance from points (``ap`` = p - start) to segments start + [0, 1] * edge."""
-    t = np.clip(dot / length2, 0.0, 1.0)
-    diff = ap - edge * t[:, None]
-    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return point_mesh_distances(points_mm, surface.triangles_mm)

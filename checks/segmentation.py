@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
+from scipy import ndimage
 
 from checks._apl import added_path_length
 from checks._surface_deepmind import deepmind_surface_distances
@@ -182,23 +184,34 @@ def compare_masks(reference: Volume, predicted: Volume, tolerance_mm: float = 2.
     pred = _binary(predicted, "predicted")
     spacing = reference.spacing
     voxel_cm3 = reference.voxel_volume_mm3 / 1000.0
-    n_ref, n_pred = int(ref.sum()), int(pred.sum())
-    empty: EmptyFlag = ("both" if n_ref == 0 and n_pred == 0 else "reference" if n_ref == 0
-                        else "predicted" if n_pred == 0 else "none")
-    if empty == "both":
+    box = _union_box(ref, pred)
+    if box is None:
         return _empty_result(method, tolerance_mm, "both", 0.0, 0.0, 0.0, 0, 0)
-    ref, pred = _crop_to_union(ref, pred)
-    apl = added_path_length(ref, pred, spacing, apl_tol,
-                            sigma_voxels=SMOOTHING_SIGMA_VOXELS if method == "exact" else 0.0)
-    if empty != "none":
-        return _empty_result(method, tolerance_mm, empty, apl.added_mm, apl.removed_mm,
-                             apl.reference_length_mm, n_ref, n_pred, voxel_cm3)
-    inter = int(np.count_nonzero(ref & pred))
-    d_rp, a_r, d_pr, a_p = _surface_distances(ref, pred, spacing, method)
-    centroid_mm = _centroid_distance_mm(reference, ref, pred)
+    ref, pred = ref[box], pred[box]  # every mask voxel is inside the box
+    n_ref, n_pred = int(np.count_nonzero(ref)), int(np.count_nonzero(pred))
+    empty: EmptyFlag = ("reference" if n_ref == 0 else "predicted" if n_pred == 0
+                        else "none")
+    # the added path length runs in a second thread beside the surfaces (the compiled
+    # kernels release the GIL); results do not depend on the threads
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        apl_job = pool.submit(added_path_length, ref, pred, spacing, apl_tol,
+                              sigma_voxels=SMOOTHING_SIGMA_VOXELS if method == "exact"
+                              else 0.0)
+        if empty != "none":
+            apl = apl_job.result()
+            return _empty_result(method, tolerance_mm, empty, apl.added_mm, apl.removed_mm,
+                                 apl.reference_length_mm, n_ref, n_pred, voxel_cm3)
+        d_rp, a_r, d_pr, a_p = _surface_distances(ref, pred, spacing, method, pool)
+        inter = int(np.count_nonzero(ref & pred))
+        centroid_mm = _centroid_distance_mm(reference, ref, pred)
+        apl = apl_job.result()
     pooled_d, pooled_a = np.concatenate([d_rp, d_pr]), np.concatenate([a_r, a_p])
-    p_rp = weighted_percentile(d_rp, a_r, percentile)
-    p_pr = weighted_percentile(d_pr, a_p, percentile)
+    # one sort of the pooled distances serves the three percentiles
+    order = np.argsort(pooled_d)
+    sorted_d, sorted_a = pooled_d[order], pooled_a[order]
+    from_ref = order < len(d_rp)
+    p_rp = _sorted_percentile(sorted_d[from_ref], sorted_a[from_ref], percentile)
+    p_pr = _sorted_percentile(sorted_d[~from_ref], sorted_a[~from_ref], percentile)
     mean_rp = float(np.sum(d_rp * a_r) / a_r.sum())
     mean_pr = float(np.sum(d_pr * a_p) / a_p.sum())
     within_r = float(a_r[d_rp <= tolerance_mm].sum())
@@ -207,7 +220,7 @@ def compare_masks(reference: Volume, predicted: Volume, tolerance_mm: float = 2.
         method=method, tolerance_mm=float(tolerance_mm), empty="none",
         dice=2.0 * inter / (n_ref + n_pred), jaccard=inter / (n_ref + n_pred - inter),
         hd_mm=float(max(d_rp.max(), d_pr.max())), hd95_mm=max(p_rp, p_pr),
-        hd95_pooled_mm=weighted_percentile(pooled_d, pooled_a, percentile),
+        hd95_pooled_mm=_sorted_percentile(sorted_d, sorted_a, percentile),
         hd95_ref_to_pred_mm=p_rp, hd95_pred_to_ref_mm=p_pr,
         assd_mm=float(np.sum(pooled_d * pooled_a) / pooled_a.sum()),
         masd_mm=0.5 * (mean_rp + mean_pr),
@@ -227,8 +240,9 @@ def compare_masks(reference: Volume, predicted: Volume, tolerance_mm: float = 2.
 def weighted_percentile(values: np.ndarray, weights: np.ndarray, percent: float) -> float:
     """Area-weighted percentile, lower inverted-CDF rule (as ``surface-distance``).
 
-    The smallest value whose cumulative weight fraction (values sorted ascending, ties
-    ordered by weight) is >= ``percent / 100``; NaN for empty input.
+    The smallest value whose cumulative weight fraction (values sorted ascending) is
+    >= ``percent / 100``; NaN for empty input. The order of tied values does not change the
+    result (they are one value), so a plain sort is used.
 
     Examples
     --------
@@ -237,10 +251,17 @@ def weighted_percentile(values: np.ndarray, weights: np.ndarray, percent: float)
     """
     if len(values) == 0:
         return math.nan
-    order = np.lexsort((weights, values))
-    cumulative = np.cumsum(weights[order]) / np.sum(weights)
+    order = np.argsort(values)
+    return _sorted_percentile(values[order], weights[order], percent)
+
+
+def _sorted_percentile(sorted_values: np.ndarray, weights: np.ndarray, percent: float) -> float:
+    """:func:`weighted_percentile` of values already sorted ascending (NaN if empty)."""
+    if len(sorted_values) == 0:
+        return math.nan
+    cumulative = np.cumsum(weights) / np.sum(weights)
     idx = int(np.searchsorted(cumulative, percent / 100.0))
-    return float(values[order][min(idx, len(values) - 1)])
+    return float(sorted_values[min(idx, len(sorted_values) - 1)])
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -260,29 +281,41 @@ def _binary(volume: Volume, name: str) -> np.ndarray:
     raise ValueError(f"{name} mask has dtype {array.dtype}; expected bool or 0/1 integers.")
 
 
-def _crop_to_union(ref: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    union = ref | pred
+def _union_box(ref: np.ndarray, pred: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """The union's bounding box plus ``_CROP_MARGIN_VOXELS`` (clipped to the grid), or None
+    when both masks are empty."""
+    # per-axis occupancy from one z profile and one (y, x) projection of each mask (no
+    # full-size union array: the masks can be whole CT grids)
+    plane = ref.any(axis=0) | pred.any(axis=0)
+    if not plane.any():
+        return None
+    profiles = (ref.any(axis=(1, 2)) | pred.any(axis=(1, 2)), plane.any(axis=1),
+                plane.any(axis=0))
     box = []
-    for axis in range(3):
-        idx = np.flatnonzero(union.any(axis=tuple(a for a in range(3) if a != axis)))
+    for profile in profiles:
+        idx = np.flatnonzero(profile)
         box.append(slice(max(int(idx[0]) - _CROP_MARGIN_VOXELS, 0),
                          int(idx[-1]) + 1 + _CROP_MARGIN_VOXELS))
-    box_t = tuple(box)
-    return ref[box_t], pred[box_t]
+    return box[0], box[1], box[2]
 
 
-def _surface_distances(ref, pred, spacing, method):
+def _surface_distances(ref, pred, spacing, method, pool: ThreadPoolExecutor):
     if method == "deepmind":
         return deepmind_surface_distances(ref, pred, spacing)
-    surf_r, surf_p = mask_surface(ref, spacing), mask_surface(pred, spacing)
-    d_rp = distances_to_surface(surf_r.points_mm, surf_p)
+    # the two surfaces, then the two directed searches: one in this thread, one in the pool
+    # (the compiled kernels release the GIL; the values do not depend on the threads)
+    job = pool.submit(mask_surface, ref, spacing)
+    surf_p = mask_surface(pred, spacing)
+    surf_r = job.result()
+    job = pool.submit(distances_to_surface, surf_r.points_mm, surf_p)
     d_pr = distances_to_surface(surf_p.points_mm, surf_r)
+    d_rp = job.result()
     return d_rp, surf_r.point_areas_mm2, d_pr, surf_p.point_areas_mm2
 
 
 def _centroid_distance_mm(grid: Volume, ref: np.ndarray, pred: np.ndarray) -> float:
-    c_ref = np.argwhere(ref).mean(axis=0) * np.asarray(grid.spacing)
-    c_pred = np.argwhere(pred).mean(axis=0) * np.asarray(grid.spacing)
+    c_ref = np.asarray(ndimage.center_of_mass(ref)) * np.asarray(grid.spacing)
+    c_pred = np.asarray(ndimage.center_of_mass(pred)) * np.asarray(grid.spacing)
     return float(np.linalg.norm(c_ref - c_pred))  # rotation-invariant: direction not needed
 
 

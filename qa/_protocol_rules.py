@@ -26,7 +26,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from checks.base import Check
 from qa.errors import ProtocolError
-from qa.verdicts import split_metric_key
+from qa.verdicts import WILDCARD_LABEL, split_metric_key
 
 if TYPE_CHECKING:
     from qa.protocol import CheckSpec
@@ -159,12 +159,16 @@ def dedupe(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def problems_error(problems: list[tuple[str, str]], path: Path) -> ProtocolError:
     """One :class:`~qa.errors.ProtocolError` listing every problem; ``problems`` kept on it."""
-    lines = "\n".join(f"  - {where}: {what}" for where, what in problems)
     n = len(problems)
-    error = ProtocolError(
-        f"{n} problem{'s' if n > 1 else ''} in the protocol; fix {'them' if n > 1 else 'it'} "
-        f"and run again:\n{lines}", path=str(path),
-        field=problems[0][0] if n == 1 else None)
+    if n == 1:  # one line, like every other input error
+        where, what = problems[0]
+        error = ProtocolError(f"1 problem in the protocol: {what.rstrip('.')}; fix it and "
+                              "run again",
+                              path=str(path), field=where)
+    else:
+        lines = "\n".join(f"  - {where}: {what}" for where, what in problems)
+        error = ProtocolError(f"{n} problems in the protocol; fix them and run again:\n{lines}",
+                              path=str(path))
     error.problems = problems
     return error
 
@@ -304,7 +308,7 @@ def _baseline_problems(data: dict, checks: list, classes: dict[str, type[Check]]
                              f"values; {check_id!r} is a cohort-level check"))
             continue
         for key in (metrics if isinstance(metrics, dict) else {}):
-            problem = _metric_key_problem(key, cls)
+            problem = _metric_key_problem(key, cls, one_label=True)
             if problem:
                 problems.append((f"baseline.levels.{check_id}.{key}", problem))
     return problems
@@ -338,10 +342,11 @@ def _check_item_problems(where: str, item: dict, cls: type[Check]) -> list[tuple
         if not isinstance(entry, dict) or not isinstance(entry.get("metric"), str):
             continue
         key = entry["metric"]
-        problem = _metric_key_problem(key, cls)
+        problem = _metric_key_problem(key, cls, one_label=True)
         if problem:
             problems.append((f"{where}.cohort[{j}].metric", problem))
-        elif entry.get("statistic") == "pass_rate" and key not in tolerance_keys:
+        elif entry.get("statistic") == "pass_rate" and not _graded_per_case(key,
+                                                                            tolerance_keys):
             problems.append((f"{where}.cohort[{j}]", f"pass_rate of {key!r} counts cases whose "
                              f"per-case verdict is OK: add tolerances.{key} (known: "
                              f"{', '.join(sorted(map(str, tolerance_keys))) or 'none'})"))
@@ -362,13 +367,24 @@ def _check_item_problems(where: str, item: dict, cls: type[Check]) -> list[tuple
     return problems
 
 
-def _metric_key_problem(key: Any, cls: type[Check]) -> str | None:
+def _graded_per_case(key: str, tolerance_keys: set[str]) -> bool:
+    """Whether a per-case tolerance grades ``key``: its own, or for ``metric[label]`` the
+    default keys ``metric[*]`` and ``metric`` (see :func:`qa.verdicts.grade_measurements`)."""
+    metric, label = split_metric_key(key)
+    return key in tolerance_keys or (bool(label) and (
+        f"{metric}[{WILDCARD_LABEL}]" in tolerance_keys or metric in tolerance_keys))
+
+
+def _metric_key_problem(key: Any, cls: type[Check], *, one_label: bool = False) -> str | None:
     if not isinstance(key, str) or not _METRIC_KEY.match(key):
         return f"write the metric as 'metric' or 'metric[label]', got {key!r}"
-    metric, _ = split_metric_key(key)
+    metric, label = split_metric_key(key)
     if metric not in cls.metrics:
         return (f"check {cls.name} has no metric {metric!r}; its metrics: "
                 f"{', '.join(cls.metrics)}")
+    if one_label and label == WILDCARD_LABEL:
+        return (f"{key!r} names every label; here name one, e.g. '{metric}[bladder]' "
+                f"('{metric}[*]' is only for tolerances)")
     return None
 
 
@@ -412,4 +428,10 @@ def role_kinds(data: dict, classes: dict[str, type[Check]]
     output = model.get("output")
     if isinstance(output, str) and output not in kinds:
         claim(output, "image", "model.output")
+    decl = roles.get(output) if isinstance(output, str) else None
+    if (kinds.get(output) == "structures" and model.get("adapter") in ("torch", "command")
+            and not (isinstance(decl, dict) and decl.get("labels"))):
+        problems.append((f"roles.{output}", f"the model output {output!r} fills a structures "
+                         "slot: declare the label map it writes, e.g. roles: {"
+                         f"{output}: {{kind: structures, labels: {{1: bladder, 2: rectum}}}}}}"))
     return kinds, problems

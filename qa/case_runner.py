@@ -67,7 +67,9 @@ def process_case(context: CaseContext, case: Case) -> CaseResult:
     """Run all checks of the protocol on ``case``; never raises for a bad case."""
     result = CaseResult(case.case_id, case.position, dict(case.attributes))
     loader = _CaseLoader(context, case, result)
-    for spec, check in context.checks:
+    last_use = _last_use(context)
+    for index, (spec, check) in enumerate(context.checks):
+        loader.release_before(index, last_use)  # inputs no later check reads
         inputs: dict[str, Any] = {}
         failed = False
         for slot_name, slot in check.slots.items():
@@ -130,6 +132,16 @@ class _CaseLoader:
         self.kinds: dict[str, str] = {}
         self.errors: dict[str, bool] = {}
         self.grid_match: dict[str, bool] = {}
+        self.released_rows: dict[str, dict[str, Any] | None] = {}
+
+    def release_before(self, index: int, last_use: dict[str, int]) -> None:
+        """Drop the roles whose last reader is a check before ``index`` (their metadata row
+        is computed now, as it would have been at the end), so that a case's peak memory
+        holds only what the remaining checks need."""
+        for role in [r for r in self.volumes if last_use.get(r, index) < index]:
+            volume = self.volumes.pop(role)
+            self.released_rows[role] = (self._metadata_row(role, volume)
+                                        if isinstance(volume, Volume) else None)
 
     def failed(self, role: str) -> bool:
         return self.errors.get(role, False)
@@ -181,16 +193,35 @@ class _CaseLoader:
         path = self.case.paths.get(role)
         if path is None:
             return None
-        return load_role(Path(path), kind)
+        return _checked_modality(load_role(Path(path), kind), self.context.protocol, role)
 
     def _load_structures(self, role: str, grid: Volume | None) -> dict[str, Volume] | None:
         from qa.io import read_structures
-        from qa.io.structures import structure_metadata
+        from qa.io.structures import read_label_map, split_label_map, structure_metadata
 
-        members = self.context.protocol.grouped_roles().get(role)
+        protocol, adapter = self.context.protocol, self.context.adapter
+        declared = protocol.roles.get(role)
+        labels = declared.labels if declared is not None else None
+        if role == protocol.model.output and adapter.needs_input and labels is not None:
+            # the model writes a label map; roles.<output>.labels names its values
+            source = self.get(protocol.model.input, "image", check_id="model")
+            if source is None:
+                raise QAInputError(f"the model input role {protocol.model.input!r} could not "
+                                   "be loaded, so the model was not run", role=role)
+            label_map = adapter.predict_labels(source, case_id=self.case.case_id)
+            try:
+                return split_label_map(label_map, labels)
+            except ValueError as exc:
+                raise QAInputError(f"model {adapter.name!r}: {exc} (roles.{role}.labels "
+                                   "expects whole-number labels)", role=role) from exc
+        members = protocol.grouped_roles().get(role)
         if members is None:
             path = self.case.paths.get(role)
-            return None if path is None else read_structures(Path(path), reference=grid)
+            if path is None:
+                return None
+            if labels is not None:
+                return read_label_map(Path(path), labels)
+            return read_structures(Path(path), reference=grid)
         structures = {}
         for member in members:
             mask = self.get(member, "mask", check_id=role)
@@ -210,27 +241,53 @@ class _CaseLoader:
             self.grid_match[role] = self.grid_match.get(role, True) and matches
 
     def metadata_rows(self) -> list[dict[str, Any]]:
+        """One row per loaded image, mask or dose (structure sets: their masks have own
+        rows), in load order, released roles included."""
         rows = []
-        for role, volume in self.volumes.items():
-            if not isinstance(volume, Volume):  # a structure set: its masks have own rows
-                continue
-            array = volume.array
-            finite = np.isfinite(array) if array.dtype.kind == "f" else None
-            n_bad = int(array.size - np.count_nonzero(finite)) if finite is not None else 0
-            values = array[finite] if finite is not None and n_bad else array
-            rows.append({
-                "case_id": self.case.case_id, "role": role, "kind": self.kinds[role],
-                "shape_z": volume.shape[0], "shape_y": volume.shape[1],
-                "shape_x": volume.shape[2], "spacing_z_mm": volume.spacing[0],
-                "spacing_y_mm": volume.spacing[1], "spacing_x_mm": volume.spacing[2],
-                "min_value": float(values.min()) if values.size else math.nan,
-                "max_value": float(values.max()) if values.size else math.nan,
-                "non_finite_voxels": n_bad,
-                "grid_matches_reference": self.grid_match.get(role),
-                **(_acquisition_features(volume, values) if self.kinds[role] == "image"
-                   else {}),
-            })
+        for role in self.kinds:  # load order
+            if role in self.released_rows:
+                row = self.released_rows[role]
+            else:
+                volume = self.volumes.get(role)
+                row = self._metadata_row(role, volume) if isinstance(volume, Volume) else None
+            if row is not None:
+                rows.append(row)
         return rows
+
+    def _metadata_row(self, role: str, volume: Volume) -> dict[str, Any]:
+        array = volume.array
+        finite = np.isfinite(array) if array.dtype.kind == "f" else None
+        n_bad = int(array.size - np.count_nonzero(finite)) if finite is not None else 0
+        values = array[finite] if finite is not None and n_bad else array
+        return {
+            "case_id": self.case.case_id, "role": role, "kind": self.kinds[role],
+            "shape_z": volume.shape[0], "shape_y": volume.shape[1],
+            "shape_x": volume.shape[2], "spacing_z_mm": volume.spacing[0],
+            "spacing_y_mm": volume.spacing[1], "spacing_x_mm": volume.spacing[2],
+            "min_value": float(values.min()) if values.size else math.nan,
+            "max_value": float(values.max()) if values.size else math.nan,
+            "non_finite_voxels": n_bad,
+            "grid_matches_reference": self.grid_match.get(role),
+            **(_acquisition_features(volume, values) if self.kinds[role] == "image"
+               else {}),
+        }
+
+
+def _last_use(context: CaseContext) -> dict[str, int]:
+    """Index in ``context.checks`` of the last check reading each role: bound to one of its
+    slots, a member of a structure group bound to one, or the input of the model whose
+    output it reads. Roles not listed are kept for the whole case."""
+    protocol = context.protocol
+    groups = protocol.grouped_roles()
+    last: dict[str, int] = {}
+    for index, (spec, _check) in enumerate(context.checks):
+        for role in spec.bindings.values():
+            for name in (role, *groups.get(role, ())):
+                last[name] = index
+    model = protocol.model
+    if model.input and model.output in last:
+        last[model.input] = max(last.get(model.input, -1), last[model.output])
+    return last
 
 
 #: Acquisition facts copied from an image's (de-identified) metadata for drift checks.
@@ -251,14 +308,28 @@ def _acquisition_features(volume: Volume, finite_values: np.ndarray) -> dict[str
     return features
 
 
+def _checked_modality(volume: Volume, protocol: Protocol, role: str) -> Volume:
+    """Refuse a DICOM image whose Modality differs from ``roles.<role>.modality`` (an MR
+    series in the CT column would otherwise be graded as HU). Formats without a modality
+    (NIfTI ...) pass."""
+    declared = protocol.roles.get(role)
+    expected = str(getattr(declared, "modality", None) or "").strip().upper()
+    found = str(volume.metadata.get("modality") or "").strip().upper()
+    if expected and found and found != expected:
+        raise QAInputError(f"the file's Modality is {found} but the protocol declares "
+                           f"roles.{role}.modality: {expected}; check which file the case "
+                           f"table names for {role!r}", role=role, field="Modality")
+    return volume
+
+
 def load_role(path: Path, kind: str) -> Volume:
     """Read one case-table file as the given kind (``image``, ``mask``, ``dose``)."""
     from qa import io
 
     if kind == "mask":
         return io.read_mask(path)
-    if kind == "dose" and path.suffix.lower() == ".dcm":
-        return io.read_rtdose(path)
+    if kind == "dose":  # RTDOSE or NIfTI/MHA/NRRD; NaN/inf or negative doses refused
+        return io.read_dose(path)
     return io.read_image(path)
 
 

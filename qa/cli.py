@@ -65,18 +65,42 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", type=Path, default=None, metavar="FILE",
                      help="also write a JSON summary (exit code, verdict counts, every "
                           "non-OK verdict and error)")
+    run.add_argument("--trust-model", action="store_true",
+                     help="allow a torch model file that needs full unpickling (torch.save of "
+                          "a whole model): it can run arbitrary code, so only for files "
+                          "from a source you trust (recorded in the run's model fingerprint)")
+    run.add_argument("--reason", default=None, metavar="TEXT",
+                     help="why the tolerance or action levels differ from the previous run of "
+                          "this protocol (required then; kept in the audit trail)")
     run.add_argument("--lock-timeout", type=float, default=300.0, metavar="SECONDS",
                      help="wait this long for another run of the same protocol on the same "
                           "store to finish, then exit 40 (default 300)")
+    run.add_argument("--executor", choices=("local", "dask"), default="local",
+                     help="where the cases run: local processes (--workers), or Dask tasks "
+                          "(a LocalCluster of --workers processes, or --scheduler)")
+    run.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                     help="Dask scheduler of an existing cluster, e.g. tcp://host:8786 "
+                          "(with --executor dask; workers must see the same files)")
+    run.add_argument("--resume", type=int, default=None, metavar="RUN",
+                     help="complete the interrupted run RUN (shown incomplete by `qa runs`): "
+                          "only its missing cases, then its cohort phase; PROTOCOL, data and "
+                          "model must be those it started with")
 
     runs = sub.add_parser("runs", help="list the runs in the store")
     with_store(runs)
 
-    report = sub.add_parser("report", help="render the HTML report of a run")
+    report = sub.add_parser("report", help="render the audit report of a run (HTML and/or PDF)")
     report.add_argument("run", type=int, help="run id (see `qa runs`)")
     with_store(report)
-    report.add_argument("--out", type=Path, default=None, help="output HTML path")
+    report.add_argument("--out", type=Path, default=None,
+                        help="output file or folder (default: report-run-<id>.html/.pdf here); "
+                             "with --format both the suffix is replaced by .html and .pdf")
     report.add_argument("--lang", default="en", choices=("en", "fr"))
+    report.add_argument("--format", default="html", choices=("html", "pdf", "both"),
+                        help="html (default), pdf (printed by headless Chromium), or both")
+    report.add_argument("--risk-template", type=Path, default=None, metavar="PATH",
+                        help="risk-analysis template for the risk register (default: the one "
+                             "stored with the run)")
 
     export = sub.add_parser("export", help="export a run's tables as CSV or Parquet")
     export.add_argument("run", type=int, help="run id (see `qa runs`)")
@@ -99,6 +123,24 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--protocol", default=None, metavar="NAME",
                          help="only this protocol name")
     with_store(listing)
+
+    verify = sub.add_parser("verify", help="re-check the store's SHA-256 chain: exit 0 when "
+                                           "intact, 1 naming each record changed or removed")
+    with_store(verify)
+    verify.add_argument("--anchor", action="append", default=[], metavar="HASH",
+                        help="a head hash printed earlier (e.g. in a report) that the chain "
+                             "must still contain; repeatable")
+    approve = sub.add_parser("approve", help="record that a finished run was reviewed and "
+                                             "approved, and why (audit trail)")
+    approve.add_argument("run", type=int, help="run id (see `qa runs`)")
+    approve.add_argument("--reason", required=True, help="why (mandatory)")
+    approve.add_argument("--operator", default=None, help="who approves (default: login name)")
+    with_store(approve)
+    audit = sub.add_parser("audit", help="list the audit trail: baselines set, runs "
+                                         "approved, tolerance changes, with who and why")
+    audit.add_argument("--protocol", default=None, metavar="NAME",
+                       help="only events of this protocol name")
+    with_store(audit)
 
     history = sub.add_parser("history", help="runs and their verdicts over time")
     history.add_argument("--protocol", default=None, metavar="NAME",
@@ -168,6 +210,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.lock_timeout < 0:
         raise QAInputError(f"--lock-timeout must be >= 0 seconds, got {args.lock_timeout:g}")
+    if args.scheduler is not None and args.executor != "dask":
+        print("qa run: error: --scheduler needs --executor dask", file=sys.stderr)
+        return int(ExitCode.USAGE)
     try:
         protocol = load_protocol(args.protocol)
         store = _open_store(args.store)
@@ -178,8 +223,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
         try:
             with run_lock(store.url, protocol.sha256, timeout_s=args.lock_timeout,
                           what=f"protocol {protocol.name!r}"):
-                outcome = run_protocol(protocol, store, workers=args.workers,
-                                       operator=args.operator, progress=args.progress)
+                if args.resume is not None:
+                    from qa.executors import ExecutorSpec
+                    from qa.resume import resume_run
+
+                    outcome = resume_run(
+                        protocol, store, args.resume, progress=args.progress,
+                        executor=ExecutorSpec(args.executor, args.workers, args.scheduler),
+                        operator=args.operator, trust_model=args.trust_model)
+                else:
+                    from qa.resume import open_runs_of
+
+                    for open_run in open_runs_of(store, protocol.sha256):
+                        logger.warning("run %d of this protocol was interrupted; `qa run %s "
+                                       "--resume %d` would complete it instead of starting "
+                                       "over", open_run, args.protocol, open_run)
+                    outcome = run_protocol(protocol, store, workers=args.workers,
+                                           operator=args.operator, progress=args.progress,
+                                           trust_model=args.trust_model,
+                                           executor=args.executor, scheduler=args.scheduler,
+                                           reason=args.reason)
         except QAInputError as exc:
             _not_started(args, exc)
             raise
@@ -229,10 +292,18 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         if frame.empty:
             print("no runs in the store", file=sys.stderr)
             return 0
+        from qa.resume import run_states
+
+        # a running run whose process died (its run lock is free) is listed as incomplete
+        interrupted = run_states(store, frame) == "interrupted"
+        frame.loc[interrupted, "status"] = "incomplete"
         columns = [c for c in ("run_id", "protocol_name", "protocol_kind", "model_name",
                                "model_version", "status", "exit_code", "started_at", "operator")
                    if c in frame.columns]
         print(frame[columns].to_string(index=False))
+        for run_id in frame.loc[interrupted, "run_id"]:
+            print(f"run {run_id}: interrupted (its process died while running); complete it "
+                  f"with `qa run PROTOCOL --resume {run_id}`", file=sys.stderr)
         return 0
     finally:
         store.close()
@@ -241,7 +312,16 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     store = _open_store(args.store)
     try:
-        print(_render(store, args.run, args.out, args.lang))
+        from reports.pdf import ChromiumError, ChromiumNotFoundError, render_run_reports
+
+        try:
+            paths = render_run_reports(store, args.run, args.out, language=args.lang,
+                                       format=args.format, risk_template=args.risk_template)
+        except (ChromiumNotFoundError, ChromiumError) as exc:  # the PDF needs Chromium
+            print(f"qa report: error: {exc}", file=sys.stderr)
+            return int(ExitCode.NOT_STARTED)
+        for path in paths:
+            print(path.resolve())
         return 0
     finally:
         store.close()
@@ -287,6 +367,59 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
         return 0
     finally:
         store.close()
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    try:
+        result = store.verify(anchors=args.anchor)
+    finally:
+        store.close()
+    for problem in result.problems:
+        print(problem)
+    for note in result.notes:
+        print(f"note: {note}")
+    head = result.head_hash or "none (empty ledger)"
+    if result.ok:
+        print(f"chain intact: {result.n_entries} ledger entries, {result.n_records} records; "
+              f"head {head}")
+        return 0
+    count = len(result.problems)
+    print(f"chain BROKEN: {count} problem{'s' if count > 1 else ''}; head {head}")
+    return 1
+
+
+def _cmd_approve(args: argparse.Namespace) -> int:
+    from qa.runner import login_name
+
+    store = _open_store(args.store)
+    try:
+        operator = args.operator or login_name()
+        try:
+            event_id = store.approve_run(args.run, operator=operator, reason=args.reason)
+        except ValueError as exc:
+            print(f"qa approve: error: {exc}", file=sys.stderr)
+            return int(ExitCode.NOT_STARTED)
+        print(f"run {args.run} approved by {operator} (audit event {event_id})")
+        return 0
+    finally:
+        store.close()
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    store = _open_store(args.store)
+    try:
+        frame = store.audit_events(args.protocol)
+    finally:
+        store.close()
+    if frame.empty:
+        print("no audit events" + (f" of protocol {args.protocol!r}" if args.protocol else "")
+              + " in the store", file=sys.stderr)
+        return 0
+    frame = frame.assign(at=frame["at"].dt.strftime("%Y-%m-%d %H:%M"))
+    print(frame[["event_id", "at", "operator", "action", "target", "protocol_name",
+                 "reason"]].to_string(index=False))
+    return 0
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
@@ -349,23 +482,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     store = _open_store(args.store)
     try:
         runs = run_demo(args.out, store, n_cases=args.cases, workers=args.workers,
-                        language=args.lang, months=args.months)
+                        language=args.lang, months=args.months, pdf=True)
     finally:
         store.close()
     for run in runs:
         logger.info("demo %s: run %d, run exit code %d", run.title, run.run_id, run.exit_code)
         print(run.report)
+        if run.pdf is not None:
+            print(run.pdf)
     # The demo models are deliberately imperfect (the sCT model is worse for high BMI):
     # TOLERANCE/ACTION verdicts are the expected outcome, so the demo exits 0 once its
     # reports are written.
     return 0
 
 
-def _render(store, run_id: int, out: Path | None, language: str) -> Path:
+def _render(store, run_id: int, out: Path | None, language: str, *,
+            risk_template: Path | None = None) -> Path:
     from reports.html import default_report_path, render_run_report
 
     path = out if out is not None else Path(default_report_path(store.run(run_id)))
-    return render_run_report(store, run_id, path, language=language).resolve()
+    return render_run_report(store, run_id, path, language=language,
+                             risk_template=risk_template).resolve()
 
 
 def _print_summary(run_id: int, summary: dict) -> None:
@@ -379,4 +516,5 @@ def _print_summary(run_id: int, summary: dict) -> None:
 _COMMANDS = {"run": _cmd_run, "runs": _cmd_runs, "report": _cmd_report,
              "export": _cmd_export, "checks": _cmd_checks, "compare": _cmd_compare,
              "baseline": _cmd_baseline, "history": _cmd_history,
+             "verify": _cmd_verify, "approve": _cmd_approve, "audit": _cmd_audit,
              "demo": _cmd_demo}

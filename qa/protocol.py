@@ -163,13 +163,16 @@ class RoleSpec(_Frozen):
     A ``structures`` role is either a case-table column (an RTSTRUCT file, a folder of mask
     files, or a label map with its JSON label table) or, with ``members``, a group of mask
     roles of the case table (each member a column; a blank cell means that structure is
-    absent for the case).
+    absent for the case). With ``labels`` (label value -> structure name) it is a label map:
+    a case-table image of integer labels (no JSON table needed) or the output of the model
+    (``model.output``), split into one mask per listed label; other values are background.
     """
 
     kind: Literal["image", "mask", "dose", "structures"]
     modality: str | None = None
     required: bool | None = None
     members: list[_Name] | None = None
+    labels: dict[int, str] | None = None
 
     @model_validator(mode="after")
     def _members(self) -> RoleSpec:
@@ -179,6 +182,15 @@ class RoleSpec(_Frozen):
             if not self.members or len(set(self.members)) != len(self.members):
                 raise ValueError(f"members must be a non-empty list of distinct mask roles, "
                                  f"got {self.members}")
+        if self.labels is not None:
+            if self.kind != "structures" or self.members is not None:
+                raise ValueError("labels is only allowed with kind: structures, without "
+                                 "members (a label map is one image)")
+            names = [name.strip() for name in self.labels.values()]
+            if not names or not all(names) or len(set(names)) != len(names):
+                raise ValueError(f"labels must map label values to distinct, non-blank "
+                                 f"structure names, e.g. {{1: bladder, 2: rectum}}, got "
+                                 f"{self.labels}")
         return self
 
 
@@ -307,6 +319,7 @@ class Protocol(_Frozen):
     operator: str | None = None
     model: ModelSpec
     cases: str
+    data_root: str | None = None
     attributes: dict[_Name, AttributeSpec] = Field(default_factory=dict)
     roles: dict[_Name, RoleSpec] = Field(default_factory=dict)
     checks: list[CheckSpec] = Field(min_length=1)
@@ -343,6 +356,14 @@ class Protocol(_Frozen):
     def case_table_path(self) -> Path:
         """The case table, resolved against :attr:`base_dir`."""
         return self.base_dir / self.cases
+
+    @property
+    def data_root_path(self) -> Path:
+        """The folder every case-table path must lie in (symlinks resolved): ``data_root``
+        resolved against :attr:`base_dir`, else the case table's folder."""
+        if self.data_root is None:
+            return self.case_table_path.parent
+        return self.base_dir / Path(self.data_root).expanduser()
 
     @property
     def model_path(self) -> Path | None:

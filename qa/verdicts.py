@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "Bound", "Levels", "Level", "Verdict", "grade", "grade_measurements", "grade_cohort",
-    "worst_level", "COHORT_STATISTICS",
+    "worst_level", "COHORT_STATISTICS", "WILDCARD_LABEL",
 ]
 
 COHORT_STATISTICS = ("mean", "median", "p95", "min", "max", "pass_rate")
@@ -213,37 +213,81 @@ def grade_measurements(check_spec: CheckSpec, case_id: str | None,
     Parameters
     ----------
     check_spec : qa.protocol.CheckSpec
-        The check as declared in the protocol; its ``tolerances`` map ``metric`` or
-        ``metric[label]`` to :class:`Levels`.
+        The check as declared in the protocol; its ``tolerances`` map ``metric``,
+        ``metric[label]`` or ``metric[*]`` to :class:`Levels`.
     case_id : str
     measurements : iterable of checks.base.Measurement
         What the check returned for this case.
+    not_applicable : iterable of str
+        Labels the check declared not applicable to this case (e.g. a prostate in neither
+        structure set of a female patient): never graded.
 
     Returns
     -------
     list of Verdict
-        One verdict per tolerance key, in protocol order. A tolerance whose metric/label was
-        not measured for this case is graded ACTION with value NaN (not measured is not a pass)
-        unless the check declared that label not applicable to the case (``not_applicable``,
-        e.g. a prostate in neither structure set of a female patient): then no verdict.
+        In protocol order of the keys (labels in the check's order within a key).
+
+    Notes
+    -----
+    Which key grades which value (:data:`WILDCARD_LABEL` is ``*``):
+
+    * ``metric[label]`` grades that label's value; it overrides the two defaults below.
+    * ``metric[*]`` grades every labelled value of ``metric`` that has no key of its own.
+    * bare ``metric`` grades the unlabelled (overall) value. When the check measured no
+      unlabelled value of ``metric`` for the case but labelled ones (the per-structure
+      metrics of ``segmentation``), and the protocol has no ``metric[*]``, it grades every
+      labelled value that has no key of its own: "this metric, every structure".
+
+    A key that grades nothing for the case is graded ACTION with value NaN (not measured is
+    not a pass), unless the check declared a label not applicable: then no verdict for it
+    (for ``metric[*]`` and a bare key, when nothing of ``metric`` was measured and some label
+    was declared not applicable).
     """
     measurements = list(measurements)
-    skipped = set(not_applicable)
+    skipped = {label for label in not_applicable if label}  # never the overall value
+    keyed = {split_metric_key(key) for key in check_spec.tolerances}
     verdicts = []
     for key, levels in check_spec.tolerances.items():
         metric, label = split_metric_key(key)
         if label and label in skipped:
             continue
-        found = [m for m in measurements if m.metric == metric and m.label == label]
+        of_metric = [m for m in measurements if m.metric == metric]
+        labelled = any(m.label for m in of_metric)
+        if label == WILDCARD_LABEL:
+            found = _defaulted(of_metric, metric, keyed, skipped)
+        else:
+            found = [m for m in of_metric if m.label == label]
+            if (not found and not label and labelled
+                    and (metric, WILDCARD_LABEL) not in keyed):
+                found = _defaulted(of_metric, metric, keyed, skipped)
+                if not found:
+                    continue  # every label has a key of its own or is not applicable
         if not found:
+            if label == WILDCARD_LABEL and labelled:
+                continue  # every label has a key of its own or is not applicable
+            if ((not label or label == WILDCARD_LABEL) and skipped
+                    and all(m.label in skipped for m in of_metric)):
+                continue  # nothing measured: the case's labels are not applicable
             verdicts.append(_verdict(case_id, check_spec.id, metric, label, "value", math.nan,
                                      levels, "", key, reason=f"{key} was not measured for this "
                                      "case, so it cannot pass"))
             continue
         for m in found:
-            verdicts.append(_verdict(case_id, check_spec.id, metric, label, "value", m.value,
-                                     levels, m.unit, key))
+            shown = f"{metric}[{m.label}]" if m.label else key
+            verdicts.append(_verdict(case_id, check_spec.id, metric, m.label, "value", m.value,
+                                     levels, m.unit, shown))
     return verdicts
+
+
+WILDCARD_LABEL = "*"
+"""Label of a tolerance key that applies to every label of its metric (``dice[*]``)."""
+
+
+def _defaulted(of_metric: list[Measurement], metric: str, keyed: set[tuple[str, str]],
+               skipped: set[str]) -> list[Measurement]:
+    """The labelled values of one metric that no ``metric[label]`` key grades."""
+    return [m for m in of_metric if m.label and m.label != WILDCARD_LABEL
+            and (metric, m.label) not in keyed and m.label not in skipped]
 
 
 def grade_cohort(check_spec: CheckSpec, per_case: pd.DataFrame,

@@ -216,8 +216,8 @@ def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
 def test_unknown_top_level_key_lists_allowed_keys(tmp_path: Path) -> None:
     message, problems = problems_of(tmp_path, VALID + "colour: blue\n")
     assert problems == [("colour", "unknown key 'colour'; allowed keys: name, kind, "
-                         "description, operator, model, cases, attributes, roles, checks, "
-                         "validation, baseline, trend, drift, risk")]
+                         "description, operator, model, cases, data_root, attributes, roles, "
+                         "checks, validation, baseline, trend, drift, risk")]
     assert "1 problem in the protocol" in message
 
 
