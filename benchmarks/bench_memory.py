@@ -170,8 +170,8 @@ def make_case(folder: Path, shape: tuple[int, int, int], seed: int) -> None:
             mask = np.zeros(shape, bool)
             for k, z in enumerate(z_mm):
                 mask[k] = shape_def.plane(z, yy, xx)
-            if name == "bowel_bag":  # the bowel bag stays inside the body
-                mask &= _body_mask(shape, z_mm, yy, xx)
+            if name == "bowel_bag":  # the bowel bag stays inside the body (a cylinder)
+                mask &= BODY.plane(0.0, yy, xx)
             write_nifti(Volume(mask, spacing, origin), folder / set_name / f"{name}.nii.gz")
     dose_shape = tuple(int(round(f / DOSE_SPACING_MM)) for f in FIELD_OF_VIEW_MM)
     dose_spacing = (DOSE_SPACING_MM,) * 3
@@ -189,11 +189,6 @@ def make_case(folder: Path, shape: tuple[int, int, int], seed: int) -> None:
     for name in ("all", *CHECKS):
         (folder / f"protocol_{name}.yaml").write_text(
             protocol_text(CHECKS if name == "all" else (name,)), encoding="utf-8")
-
-
-def _body_mask(shape, z_mm, yy, xx) -> np.ndarray:
-    body = BODY.plane(0.0, yy, xx)  # an elliptic cylinder: the same on every plane
-    return np.broadcast_to(body, shape)
 
 
 def _dose_gy(axes: list[np.ndarray], shift_y_mm: float) -> np.ndarray:
