@@ -9,14 +9,20 @@ finite differences), without Python-level loops or whole-grid temporaries:
   every cell its bounding box overlaps); a point's search visits shells of cells around its
   own cell, ring by ring, and stops once the best distance found is no larger than the
   distance from the point to the outside of the cells visited: every triangle with a point
-  that close overlaps a visited cell, so the minimum is exact. Closest point on a triangle:
-  Ericson, *Real-Time Collision Detection*, 2005, sec. 5.1.5.
+  that close overlaps a visited cell, so the minimum is exact. Within a cell, a triangle's
+  bounding sphere and its plane give lower bounds that skip the exact test when they
+  already exceed the best distance (never skipping a nearer triangle). Closest point on a
+  triangle: Ericson, *Real-Time Collision Detection*, 2005, sec. 5.1.5. The kernels run in
+  the calling thread and release the GIL (callers run searches side by side in threads).
 * :func:`marching_squares_segments`: the iso-line segments of every axial slice of a stack
   (what :func:`skimage.measure.find_contours` assembles into polylines), with
   scikit-image's edge interpolation and saddle rule (``fully_connected="low"``), and
   :func:`segments_within`: whether a point lies within a tolerance of a segment of its slice.
 * :func:`curvature_and_normals`: mean curvature and normal of a field's level sets at given
-  points, the finite differences of :func:`numpy.gradient` evaluated only where needed.
+  points, the finite differences of :func:`numpy.gradient` (normals at every node in one
+  pass, their divergence only at the corners that carry weight).
+* :func:`mixed_cell_mask` (the cells an iso-surface crosses, for marching cubes' ``mask``)
+  and :func:`mesh_areas` (triangles, vertices and vertex areas of a mesh).
 """
 
 from __future__ import annotations
@@ -403,7 +409,8 @@ def curvature_and_normals(field: np.ndarray, coords: np.ndarray,
                           ) -> tuple[np.ndarray, np.ndarray]:
     """Mean curvature (1/mm) and unit normal of the level sets of ``field`` at ``coords``.
 
-    Same numbers as the NumPy/SciPy formulation, evaluated only where needed:
+    Same numbers as the NumPy/SciPy formulation (normals on the whole grid, divergence at
+    the interpolation corners only):
     ``n = -grad f / (|grad f| + 1e-12)`` and ``2H = div n`` by :func:`numpy.gradient` (central
     differences, one-sided at the array edges) with the spacing, both interpolated
     trilinearly (:func:`scipy.ndimage.map_coordinates`, ``order=1``, ``mode="nearest"``) at
