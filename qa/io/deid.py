@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["DICOM_METADATA_ALLOWLIST", "NEVER_COPIED_KEYWORDS", "dicom_metadata"]
+__all__ = ["DICOM_METADATA_ALLOWLIST", "NEVER_COPIED_KEYWORDS", "IDENTITY_KEYWORDS",
+           "dicom_metadata", "identity_match"]
 
 #: DICOM keyword -> metadata key (unit in the name). The only attributes copied from DICOM.
 DICOM_METADATA_ALLOWLIST: Mapping[str, str] = MappingProxyType({
@@ -90,6 +91,36 @@ def dicom_metadata(dataset: Any) -> dict[str, Any]:
         if value is not None:
             out[key] = value
     return out
+
+
+#: Attributes a case id must not equal: the store and the report print case ids, so the case
+#: table must hold pseudonyms (issue 8). Compared in memory only, never copied or logged.
+IDENTITY_KEYWORDS = ("PatientID", "PatientName", "OtherPatientIDs", "AccessionNumber")
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.replace("^", " ").replace("=", " ").split()).casefold()
+
+
+def identity_match(dataset: Any, case_id: str) -> str | None:
+    """The keyword of an identifying attribute whose value equals ``case_id``, else None.
+
+    Comparison ignores case, surrounding and repeated blanks, and the ``^`` / ``=`` separators
+    of person names (``DOE^JOHN`` equals ``doe john``). Only the keyword is returned: the value
+    itself never leaves this function. An empty ``case_id`` matches nothing.
+    """
+    wanted = _normalised(str(case_id))
+    if not wanted:
+        return None
+    for keyword in IDENTITY_KEYWORDS:
+        value = dataset.get(keyword)
+        if value is None:
+            continue
+        values = (value if isinstance(value, (list, tuple))
+                  or type(value).__name__ == "MultiValue" else [value])
+        if any(_normalised(str(v)) == wanted for v in values if v is not None):
+            return keyword
+    return None
 
 
 def _plain(value: Any) -> Any:

@@ -22,7 +22,7 @@ import numpy as np
 
 from qa.errors import ReaderError
 from qa.io import _dicom
-from qa.io.deid import dicom_metadata
+from qa.io.deid import dicom_metadata, identity_match
 from qa.volume import Volume
 
 __all__ = ["read_dicom_series"]
@@ -38,7 +38,8 @@ _PER_SLICE_MEANS = {"XRayTubeCurrent": "tube_current_ma", "Exposure": "exposure_
                     "CTDIvol": "ctdivol_mgy"}
 
 
-def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> Volume:
+def read_dicom_series(folder: str | Path, *, series_uid: str | None = None,
+                      case_id: str | None = None) -> Volume:
     """Read the CT/MR slices in ``folder`` as one float32 volume.
 
     Parameters
@@ -47,6 +48,10 @@ def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> V
         Folder holding the slice files (any names; sub-folders are ignored).
     series_uid : str, optional
         SeriesInstanceUID to read when the folder holds several series.
+    case_id : str, optional
+        The case-table id of this series. Refused when it equals the series' PatientID,
+        PatientName, OtherPatientIDs or AccessionNumber (:func:`qa.io.deid.identity_match`):
+        the store and the report print case ids, which must therefore be pseudonyms.
 
     Returns
     -------
@@ -82,6 +87,8 @@ def read_dicom_series(folder: str | Path, *, series_uid: str | None = None) -> V
     with _dicom.pydicom_warnings_logged(folder):
         series = _scan(folder)
         files = _choose_series(series, folder, series_uid)
+        if case_id is not None:  # before the pixels are stacked
+            _refuse_identifying_case_id(files[0][1], case_id, folder)
         return _assemble(files, folder)
 
 
@@ -266,3 +273,13 @@ def _rescaled(dataset: Any, path: Path) -> np.ndarray:
     values = stored.astype(np.float64) * (1.0 if slope is None else slope)
     values += 0.0 if intercept is None else intercept
     return values.astype(np.float32)
+
+
+def _refuse_identifying_case_id(dataset: Any, case_id: str, folder: Path) -> None:
+    keyword = identity_match(dataset, case_id)
+    if keyword is not None:
+        raise ReaderError(
+            f"the case id equals the series' DICOM {keyword}: ALARA-QA stores and reports "
+            "case ids, so the case table must hold a pseudonym (keep the key linking "
+            "pseudonyms to patients outside ALARA-QA); replace the case id",
+            path=str(folder), field="case_id")

@@ -66,7 +66,7 @@ SUPPORTED_IMAGE_SUFFIXES: dict[str, str] = {
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
-def read_image(path: str | Path) -> Volume:
+def read_image(path: str | Path, *, case_id: str | None = None) -> Volume:
     """Read an image volume, choosing the reader from the path.
 
     Parameters
@@ -76,6 +76,9 @@ def read_image(path: str | Path) -> Volume:
         SimpleITK); a folder (read as a DICOM CT/MR series with
         :func:`qa.io.read_dicom_series`); or a ``.dcm`` RTDOSE file (read with
         :func:`qa.io.read_rtdose`).
+    case_id : str, optional
+        For a DICOM series: refuse it when this case id equals the series' patient
+        identifiers (:func:`qa.io.read_dicom_series`).
 
     Returns
     -------
@@ -100,7 +103,7 @@ def read_image(path: str | Path) -> Volume:
     if path.is_dir():
         from qa.io.dicom_series import read_dicom_series
 
-        return read_dicom_series(path)
+        return read_dicom_series(path, case_id=case_id)
     suffix = _suffix(path)
     if suffix == ".dcm":
         return _read_single_dicom(path)

@@ -106,3 +106,34 @@ def test_no_identifying_data_in_any_reader_metadata(tmp_path):
             assert value not in text, (value, metadata)
         for keyword in NEVER_COPIED_KEYWORDS:
             assert keyword not in text
+
+
+def _series(tmp_path):
+    stored = np.zeros((2, 4, 4), dtype=np.int16)
+    write_series(tmp_path / "ct", stored, origin_lps=(0, 0, 0), step_mm=2.0)
+    return tmp_path / "ct"
+
+
+def test_a_case_id_equal_to_a_patient_identifier_is_refused_without_echoing_it(tmp_path):
+    import pytest
+
+    from qa.errors import ReaderError
+    from qa.io import read_image
+
+    folder = _series(tmp_path)
+    for case_id, keyword in (("SECRET-ID-123", "PatientID"), ("  doe jane ", "PatientName"),
+                             ("other-id-777", "OtherPatientIDs"), ("ACC-999", "AccessionNumber")):
+        with pytest.raises(ReaderError) as caught:
+            read_image(folder, case_id=case_id)
+        message = str(caught.value)
+        assert keyword in message and caught.value.field == "case_id"
+        assert "pseudonym" in message and "\n" not in message
+        assert "SECRET-ID-123" not in message and "Doe" not in message
+
+
+def test_a_pseudonymous_case_id_reads_normally(tmp_path):
+    from qa.io import read_image
+
+    folder = _series(tmp_path)
+    assert read_image(folder, case_id="P001").shape == (2, 4, 4)
+    assert read_image(folder).shape == (2, 4, 4)  # no case id: no comparison
