@@ -35,14 +35,13 @@ Rule (also in ``docs/report.md`` and in the report's appendix)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from reports.plots import missing, text
+from reports.plots import finite_or_none, missing, text
 
 __all__ = ["Decision", "Reason", "decide", "OUTCOMES", "MAX_ERRORED_CASE_PERCENT",
            "SEVERE_RISK_SEVERITY", "GRADED_BY_VERDICTS"]
@@ -201,9 +200,9 @@ def _risks(risk: Any | None, blocking: list[Reason], conditions: list[Reason]) -
                   "title": getattr(row, "title", ""),
                   "severity": _int_text(getattr(row, "severity", None)),
                   "rpn": _int_text(getattr(row, "rpn", None))}
-        severity = _number(getattr(row, "severity", None))
+        severity = finite_or_none(getattr(row, "severity", None))
         evidence = getattr(row, "evidence", None)
-        failures = _number(getattr(evidence, "n_failures", getattr(row, "n_failures", None)))
+        failures = finite_or_none(getattr(evidence, "n_failures", getattr(row, "n_failures", None)))
         if severity is not None and severity >= SEVERE_RISK_SEVERITY and failures:
             blocking.append(Reason("severe_risk", True, "risk",
                                    {**values, "n_failures": int(failures)}))
@@ -218,16 +217,6 @@ def _risks(risk: Any | None, blocking: list[Reason], conditions: list[Reason]) -
     return high
 
 
-def _number(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _int_text(value: Any) -> str:
-    number = _number(value)
+    number = finite_or_none(value)
     return "n/a" if number is None else f"{number:g}"
