@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pandas as pd
+
 from qa.risk import localized
 from reports._decision import MAX_ERRORED_CASE_PERCENT, SEVERE_RISK_SEVERITY, Decision, Reason
 from reports.plots import finite_or_none, text
 
-__all__ = ["decision_context", "recommendations", "signoff_context", "is_periodic"]
+__all__ = ["decision_context", "recommendations", "signoff_context", "audit_rows",
+           "is_periodic"]
 
 #: Most reasons listed on the first page (blocking first); the rest are counted.
 MAX_REASONS_SHOWN = 15
@@ -67,6 +70,19 @@ def signoff_context(decision: Decision, run: Mapping[str, Any], fmt: Any) -> dic
         "options": [fmt.t(f"decision.{kind}.{o}") for o in _OUTCOME_CSS],
         "roles": [fmt.t("signoff.physicist"), fmt.t("signoff.chair")],
     }
+
+
+def audit_rows(events: pd.DataFrame, fmt: Any) -> list[dict[str, str]]:
+    """The run's recorded decisions (``qa approve``, ``qa baseline set``, ``qa run --reason``),
+    oldest first, as display strings: when (UTC), who, what, why. Operator names and reasons
+    are user text, escaped by the template."""
+    rows = []
+    for event in events.itertuples(index=False):
+        action = text(event.action)
+        rows.append({"at": fmt.time(event.at), "operator": text(event.operator),
+                     "action": fmt.t(f"audit.action.{action}", default=action),
+                     "reason": text(event.reason)})
+    return rows
 
 
 def _reason(reason: Reason, fmt: Any) -> dict[str, Any]:

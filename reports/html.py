@@ -30,7 +30,13 @@ from reports._chain import chain_context
 from reports._decision import decide
 from reports._format import LEVELS, SUPPORTED_LANGUAGES, Formatter, level_rank
 from reports._risk_section import risk_context
-from reports._summary import decision_context, is_periodic, recommendations, signoff_context
+from reports._summary import (
+    audit_rows,
+    decision_context,
+    is_periodic,
+    recommendations,
+    signoff_context,
+)
 from reports.periodic import periodic_section
 from reports.plots import finite_or_none, missing, text
 from reports.sections import check_sections
@@ -144,6 +150,7 @@ def _context(store: Any, run_id: int, run: Mapping[str, Any], fmt: Formatter,
         "risk": risk,
         "recommendations": recommendations(decision, run, fmt),
         "signoff": signoff_context(decision, run, fmt),
+        "audit": _audit(store, run_id, fmt),
         "appendix": appendix_context(verdicts, check_names, units, is_periodic(run),
                                      risk is not None, fmt),
         "header": {
@@ -212,6 +219,12 @@ def _risk(store: Any, run_id: int, fmt: Formatter,
             raise
         assessment = None
     return assessment, risk_context(store, run_id, fmt, template=template)
+
+
+def _audit(store: Any, run_id: int, fmt: Formatter) -> list[dict[str, str]]:
+    """The run's recorded decisions; none for a store without an audit trail."""
+    events = getattr(store, "audit_events", None)
+    return [] if events is None else audit_rows(events(run_id=run_id), fmt)
 
 
 def _run_time(run: Mapping[str, Any]) -> Any:

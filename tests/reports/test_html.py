@@ -265,8 +265,8 @@ class Page(HTMLParser):
         return next(r for r in self.tables["case-table"] if r[0] == case_id)
 
 
-READS = frozenset({"run", "runs", "verify", "run_anchor", "cases", "measurements", "verdicts",
-                   "errors", "details", "validations"})
+READS = frozenset({"run", "runs", "verify", "run_anchor", "audit_events", "cases",
+                   "measurements", "verdicts", "errors", "details", "validations"})
 
 
 class ReadOnly:
