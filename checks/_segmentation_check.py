@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -97,7 +98,7 @@ class SegmentationOptions:
         return value
 
 
-def match_structures(requested: list[str], available: dict[str, Any],
+def match_structures(requested: list[str], available: Mapping[str, Any],
                      aliases: dict[str, list[str]]) -> tuple[dict[str, str], list[str]]:
     """Map each requested name to the name used in ``available`` (or leave it out).
 
@@ -165,13 +166,13 @@ class SegmentationCheck(Check):
         from checks.segmentation import compare_masks
 
         for slot_name in ("reference", "evaluated"):
-            if not isinstance(inputs.get(slot_name), dict):
+            if not isinstance(inputs.get(slot_name), Mapping):
                 raise QAInputError(f"input {slot_name!r} ({self.slots[slot_name].description}) "
                                    "is missing; map it to a structures role in the protocol.",
                                    check=self.name)
         opts: SegmentationOptions = self.options
-        ref_set: dict[str, Volume] = inputs["reference"]
-        eval_set: dict[str, Volume] = inputs["evaluated"]
+        ref_set: Mapping[str, Volume] = inputs["reference"]
+        eval_set: Mapping[str, Volume] = inputs["evaluated"]
         requested = list(opts.structures) if opts.structures else list(ref_set)
         try:
             in_ref, _ = match_structures(requested, ref_set, opts.aliases)

@@ -52,7 +52,8 @@ class Slot:
     """An input slot of a check, filled by a case-table role (or the model output).
 
     ``kind`` says how the engine loads it: ``"image"`` (float volume), ``"mask"`` (boolean
-    volume), ``"dose"`` (Gy), ``"structures"`` (a ``dict`` structure name -> boolean Volume:
+    volume), ``"dose"`` (Gy), ``"structures"`` (a read-only mapping structure name ->
+    boolean Volume, each mask read when accessed, so iterate it rather than keep its masks:
     an RTSTRUCT rasterised on the grid of slot ``grid_from``, a folder of mask files, a label
     map with a JSON label table, or mask roles grouped in the protocol; see
     :func:`qa.io.read_structures`).

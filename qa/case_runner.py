@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,7 +149,7 @@ class _CaseLoader:
 
     def get(self, role: str, kind: str, *, check_id: str,
             grid: Volume | None = None) -> Any:
-        """The role's Volume (or, for kind ``structures``, its dict of masks); None when it
+        """The role's Volume (or, for kind ``structures``, its mapping of masks); None when it
         is blank or failed to load (the failure is recorded once)."""
         if role in self.volumes:
             return self.volumes[role]
@@ -181,7 +182,12 @@ class _CaseLoader:
 
     def _load(self, role: str, kind: str, grid: Volume | None) -> Any:
         if kind == "structures":
-            return self._load_structures(role, grid)
+            from qa.io.structures import StructureSet
+
+            structures = self._load_structures(role, grid)
+            if isinstance(structures, StructureSet):  # masks read on access name the role
+                structures.role = role
+            return structures
         model = self.context.protocol.model
         adapter = self.context.adapter
         if role == model.output and adapter.needs_input:
@@ -193,9 +199,14 @@ class _CaseLoader:
         path = self.case.paths.get(role)
         if path is None:
             return None
-        return _checked_modality(load_role(Path(path), kind), self.context.protocol, role)
+        return _checked_modality(load_role(Path(path), kind, case_id=self.case.case_id),
+                                 self.context.protocol, role)
 
-    def _load_structures(self, role: str, grid: Volume | None) -> dict[str, Volume] | None:
+    def _load_structures(self, role: str,
+                         grid: Volume | None) -> Mapping[str, Volume] | None:
+        """The role's structure set: a :class:`qa.io.structures.StructureSet` reading each
+        mask on access (a file, a label map, an RTSTRUCT, the model's label map), or, for
+        mask roles grouped in the protocol, a dict of those roles' masks."""
         from qa.io import read_structures
         from qa.io.structures import read_label_map, split_label_map, structure_metadata
 
@@ -322,15 +333,19 @@ def _checked_modality(volume: Volume, protocol: Protocol, role: str) -> Volume:
     return volume
 
 
-def load_role(path: Path, kind: str) -> Volume:
-    """Read one case-table file as the given kind (``image``, ``mask``, ``dose``)."""
+def load_role(path: Path, kind: str, *, case_id: str | None = None) -> Volume:
+    """Read one case-table file as the given kind (``image``, ``mask``, ``dose``).
+
+    ``case_id``: a DICOM image series whose PatientID / PatientName / OtherPatientIDs /
+    AccessionNumber equals it is refused (case ids are stored and reported: pseudonyms only).
+    """
     from qa import io
 
     if kind == "mask":
         return io.read_mask(path)
     if kind == "dose":  # RTDOSE or NIfTI/MHA/NRRD; NaN/inf or negative doses refused
         return io.read_dose(path)
-    return io.read_image(path)
+    return io.read_image(path, case_id=case_id)
 
 
 def _error_record(exc: QAInputError) -> dict[str, Any]:

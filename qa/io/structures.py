@@ -11,24 +11,89 @@
 
 Each mask's metadata carries ``roi_name`` (as written) and ``roi_key``
 (:func:`qa.io.normalise_roi_name`) so checks can match names across sets.
+
+The set is a read-only :class:`StructureSet` mapping whose masks are produced when asked
+for, not when the set is read: names, order and every array and metadata value are those of
+reading all masks at once, but a check that walks the set structure by structure holds one
+mask at a time (ten boolean masks on a 512x512x300 CT grid are 750 MiB). A label map is kept
+once, as its integer array, and ``labels == value`` is computed on access; mask files are
+read on access; RTSTRUCT ROIs are rasterised on access. Nothing is cached, so asking twice
+reads twice. What can be checked without the masks (paths, the label table, the RTSTRUCT's
+ROI table, its frames of reference) is checked by :func:`read_structures` itself; a member
+that fails later raises :class:`~qa.errors.ReaderError` naming the structure and the file.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from qa.errors import ReaderError
+from qa.errors import QAInputError, ReaderError
 from qa.io.images import SUPPORTED_IMAGE_SUFFIXES, read_image, read_mask
 from qa.io.rtstruct import normalise_roi_name, read_rtstruct
 from qa.volume import Volume
 
-__all__ = ["read_structures", "read_label_map", "split_label_map", "structure_metadata"]
+__all__ = ["StructureSet", "read_structures", "read_label_map", "split_label_map",
+           "structure_metadata"]
 
 
-def read_structures(path: str | Path, *, reference: Volume | None = None) -> dict[str, Volume]:
+class StructureSet(Mapping[str, Volume]):
+    """Read-only mapping structure name -> boolean Volume, each mask produced on access.
+
+    Parameters
+    ----------
+    names : sequence of str
+        The structure names, in the set's order.
+    load : callable
+        ``load(name)`` returns the mask of ``name`` (a new Volume each call).
+    sources : mapping of str to str
+        Name -> the file its mask comes from (for error messages).
+    role : str, optional
+        The case-table role holding the set (for error records); the engine sets it.
+
+    ``len``, iteration, ``in`` and ``keys`` never read a mask; ``set[name]``, ``items``,
+    ``values`` and ``get`` read (or compute) it each time and keep no reference to it.
+    """
+
+    def __init__(self, names: Sequence[str], load: Callable[[str], Volume], *,
+                 sources: Mapping[str, str], role: str | None = None) -> None:
+        self._names = tuple(names)
+        self._known = frozenset(self._names)
+        self._load = load
+        self._sources = dict(sources)
+        self.role = role
+
+    def __getitem__(self, name: str) -> Volume:
+        if not isinstance(name, str) or name not in self._known:
+            raise KeyError(name)
+        source = self._sources.get(name)
+        try:
+            return self._load(name)
+        except QAInputError as exc:
+            raise ReaderError(f"structure {name!r}: {exc.message}", path=exc.path or source,
+                              field=exc.field, role=exc.role or self.role) from exc
+        except (OSError, ValueError, RuntimeError) as exc:  # SimpleITK raises RuntimeError
+            raise ReaderError(f"structure {name!r} could not be read "
+                              f"({type(exc).__name__}: {exc}); check or re-export this file",
+                              path=source, role=self.role) from exc
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._known
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return f"StructureSet({list(self._names)!r})"
+
+
+def read_structures(path: str | Path, *, reference: Volume | None = None) -> StructureSet:
     """Read a structure set (RTSTRUCT, folder of masks, or label map + JSON table).
 
     Parameters
@@ -41,16 +106,19 @@ def read_structures(path: str | Path, *, reference: Volume | None = None) -> dic
 
     Returns
     -------
-    dict
+    StructureSet
         Structure name (as written) -> boolean Volume, in a stable order (RTSTRUCT order,
-        file names sorted, label values ascending).
+        file names sorted, label values ascending); each mask is read on access (module
+        docstring).
 
     Raises
     ------
     ReaderError
         Missing path, RTSTRUCT without a reference grid, label map without its JSON table,
         a label table that does not parse, a folder without mask files, two files giving the
-        same structure name.
+        same structure name, an RTSTRUCT refused by :func:`qa.io.read_rtstruct` before
+        rasterising (not an RTSTRUCT, truncated, two ROIs of one name, another frame of
+        reference). Later, on access: a mask file that does not read, naming the structure.
     """
     path = Path(path)
     if not path.exists():
@@ -62,7 +130,7 @@ def read_structures(path: str | Path, *, reference: Volume | None = None) -> dic
         if reference is None:
             raise ReaderError("an RTSTRUCT needs a reference grid to be rasterised on; bind "
                               "the check's image or dose slot as well", path=str(path))
-        return read_rtstruct(path, reference)
+        return _read_rtstruct_lazily(path, reference)
     return _read_label_map(path)
 
 
@@ -71,22 +139,57 @@ def structure_metadata(volume: Volume, name: str) -> Volume:
     return volume.with_array(volume.array, roi_name=name, roi_key=normalise_roi_name(name))
 
 
-def _read_folder(folder: Path) -> dict[str, Volume]:
-    structures: dict[str, Volume] = {}
+def _read_folder(folder: Path) -> StructureSet:
+    files_of: dict[str, Path] = {}
     files = sorted(p for p in folder.iterdir() if p.is_file() and _image_suffix(p))
     if not files:
         raise ReaderError(f"no mask file in this folder (looked for "
                           f"{', '.join(SUPPORTED_IMAGE_SUFFIXES)})", path=str(folder))
     for file in files:
         name = file.name[: -len(_image_suffix(file))]
-        if name in structures:
+        if name in files_of:
             raise ReaderError(f"two files give structure {name!r}; keep one",
                               path=str(file))
-        structures[name] = structure_metadata(read_mask(file), name)
-    return structures
+        files_of[name] = file
+
+    def load(name: str) -> Volume:
+        return structure_metadata(read_mask(files_of[name]), name)
+
+    return StructureSet(list(files_of), load,
+                        sources={name: str(file) for name, file in files_of.items()})
 
 
-def _read_label_map(path: Path) -> dict[str, Volume]:
+def _read_rtstruct_lazily(path: Path, reference: Volume) -> StructureSet:
+    """The ROIs :func:`read_rtstruct` would rasterise, each rasterised on access.
+
+    The ROI table is read now, so every refusal that does not need a mask (not an
+    RTSTRUCT, truncated, two ROIs of one name, another frame of reference) is raised here,
+    with :func:`read_rtstruct`'s message. Each access parses the file again and rasterises
+    one ROI with ``names=[name]``: the slab spacing is taken from all ROIs' planes whatever
+    the selection, so the mask is the one a full read gives.
+    """
+    from qa.io import _dicom
+    from qa.io.rtstruct import _roi_table, _select
+
+    with _dicom.pydicom_warnings_logged(path):
+        dataset = _dicom.open_dicom(path, what="RTSTRUCT")
+        if str(dataset.get("Modality", "")).strip().upper() != "RTSTRUCT":
+            read_rtstruct(path, reference)  # raises its Modality error
+        rois = _select(_roi_table(dataset, path), None, path)
+    reference_for = str(reference.metadata.get("frame_of_reference_uid") or "").strip()
+    if any(reference_for and roi.frame_uid and roi.frame_uid != reference_for
+           for roi in rois):
+        read_rtstruct(path, reference)  # raises its frame-of-reference error
+
+    def load(name: str) -> Volume:
+        (mask,) = read_rtstruct(path, reference, names=[name]).values()
+        return mask
+
+    names = [roi.name for roi in rois]
+    return StructureSet(names, load, sources=dict.fromkeys(names, str(path)))
+
+
+def _read_label_map(path: Path) -> StructureSet:
     suffix = _image_suffix(path)
     if not suffix:
         raise ReaderError(f"not a structure set: expected an RTSTRUCT .dcm, a folder of masks "
@@ -109,16 +212,17 @@ def _read_label_map(path: Path) -> dict[str, Volume]:
     return read_label_map(path, labels)
 
 
-def read_label_map(path: str | Path, labels: dict[int, str]) -> dict[str, Volume]:
+def read_label_map(path: str | Path, labels: dict[int, str]) -> StructureSet:
     """Read a label-map image and split it with ``labels`` (value -> name), given by the
     protocol (``roles.<role>.labels``) or by the JSON table beside the file."""
     try:
-        return split_label_map(read_image(path), labels)
+        return split_label_map(read_image(path), labels, source=str(path))
     except ValueError as exc:
         raise ReaderError(str(exc), path=str(path)) from None
 
 
-def split_label_map(label_map: Volume, labels: dict[int, str]) -> dict[str, Volume]:
+def split_label_map(label_map: Volume, labels: dict[int, str], *,
+                    source: str | None = None) -> StructureSet:
     """One boolean mask per listed label of an integer label map (other values: background).
 
     Parameters
@@ -127,12 +231,16 @@ def split_label_map(label_map: Volume, labels: dict[int, str]) -> dict[str, Volu
         Integer labels (a float array must hold whole numbers, e.g. a model's output).
     labels : dict
         Label value -> structure name.
+    source : str, optional
+        The file the map was read from (named in errors).
 
     Returns
     -------
-    dict
+    StructureSet
         Name -> boolean Volume on the label map's grid, in ascending label order; a label
-        absent from the image gives an empty mask (the structure was not found).
+        absent from the image gives an empty mask (the structure was not found). The set
+        keeps the map once (a float map of whole numbers as the smallest integer type that
+        holds it: the same ``==`` results) and computes ``map == label`` on access.
 
     Raises
     ------
@@ -142,8 +250,31 @@ def split_label_map(label_map: Volume, labels: dict[int, str]) -> dict[str, Volu
     array = np.asarray(label_map.array)
     if array.dtype.kind == "f" and not np.array_equal(array, np.rint(array)):
         raise ValueError("label map holds non-integer values; export it as integer labels")
-    return {name: structure_metadata(label_map.with_array(array == label), name)
-            for label, name in sorted(labels.items())}
+    array = _as_integers(array)
+    grid = label_map.with_array(array)
+    label_of = {name: label for label, name in sorted(labels.items())}
+
+    def load(name: str) -> Volume:
+        return structure_metadata(grid.with_array(array == label_of[name]), name)
+
+    return StructureSet(list(label_of), load,
+                        sources=dict.fromkeys(label_of, source) if source else {})
+
+
+def _as_integers(array: np.ndarray) -> np.ndarray:
+    """A float array of whole numbers as the smallest signed integer type holding its
+    range (``array == label`` unchanged for every label); other arrays (integers, or
+    floats holding inf) as they are."""
+    if array.dtype.kind != "f" or array.size == 0:
+        return array
+    low, high = float(array.min()), float(array.max())
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return array
+    for dtype in (np.int8, np.int16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return array.astype(dtype)
+    return array
 
 
 def _image_suffix(path: Path) -> str:

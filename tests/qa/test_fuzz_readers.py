@@ -20,7 +20,7 @@ import os
 import struct
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ def outcome(read: Callable[[], Any]) -> str:
         except QAInputError as exc:
             assert "\n" not in str(exc), str(exc)
             return "refused"
-    volumes = result.values() if isinstance(result, dict) else [result]
+    volumes = result.values() if isinstance(result, Mapping) else [result]  # structure sets
     for volume in volumes:
         assert isinstance(volume, Volume)
         assert volume.array.nbytes <= MAX_RESULT_BYTES, volume.shape
