@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ from qa.errors import ReaderError
 from qa.io import _dicom
 from qa.volume import Volume
 
-__all__ = ["read_rtstruct", "normalise_roi_name"]
+__all__ = ["read_rtstruct", "rtstruct_rasteriser", "normalise_roi_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,22 @@ def read_rtstruct(path: str | Path, reference: Volume, *, names: Sequence[str] |
     filled (12 mm), from the planes at 0, 3, 3, 6, 9, 9 mm; those at -2 and 12 mm lie
     outside every slab.
     """
+    found, rasterise = rtstruct_rasteriser(path, reference, names=names,
+                                           plane_tolerance_mm=plane_tolerance_mm)
+    return {name: rasterise(name) for name in found}
+
+
+def rtstruct_rasteriser(path: str | Path, reference: Volume, *,
+                        names: Sequence[str] | None = None,
+                        plane_tolerance_mm: float | None = None,
+                        ) -> tuple[list[str], Callable[[str], Volume]]:
+    """The ROI names :func:`read_rtstruct` returns, and a function rasterising one of them.
+
+    Same parameters, refusals and results as :func:`read_rtstruct`, which is these names
+    rasterised in turn; the file is parsed once and its contours kept, each mask is made
+    when asked for (a structure set read one mask at a time,
+    :class:`qa.io.structures.StructureSet`). Every refusal is raised here, before any mask.
+    """
     path = Path(path)
     if plane_tolerance_mm is not None and not plane_tolerance_mm >= 0:
         raise ValueError(f"plane_tolerance_mm must be >= 0 mm, got {plane_tolerance_mm!r}.")
@@ -149,7 +165,6 @@ def read_rtstruct(path: str | Path, reference: Volume, *, names: Sequence[str] |
     planes = {roi.number: _planes(roi, reference) for roi in rois if not roi.point_only}
     spacing_mm = _typical_spacing_mm([p.u_mm for found, _ in planes.values() for p in found])
     reference_for = str(reference.metadata.get("frame_of_reference_uid") or "").strip()
-    out: dict[str, Volume] = {}
     for roi in selected:
         if reference_for and roi.frame_uid and roi.frame_uid != reference_for:
             raise ReaderError(
@@ -157,6 +172,10 @@ def read_rtstruct(path: str | Path, reference: Volume, *, names: Sequence[str] |
                 f"reference image in {reference_for}: they are not in the same patient "
                 f"coordinates; pair the structure set with the image it was drawn on",
                 path=str(path), field="ReferencedFrameOfReferenceUID")
+    by_name = {roi.name: roi for roi in selected}  # _select refused duplicate names
+
+    def rasterise(name: str) -> Volume:
+        roi = by_name[name]
         mask, notes, used, max_offset_mm = _rasterise(*planes[roi.number], reference,
                                                       plane_tolerance_mm, spacing_mm)
         for note in notes:
@@ -169,9 +188,10 @@ def read_rtstruct(path: str | Path, reference: Volume, *, names: Sequence[str] |
         }
         if roi.interpreted_type:
             metadata["roi_interpreted_type"] = roi.interpreted_type
-        out[roi.name] = Volume(mask, reference.spacing, reference.origin, reference.direction,
-                               metadata)
-    return out
+        return Volume(mask, reference.spacing, reference.origin, reference.direction,
+                      metadata)
+
+    return list(by_name), rasterise
 
 
 @dataclass

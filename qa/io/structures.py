@@ -17,10 +17,11 @@ for, not when the set is read: names, order and every array and metadata value a
 reading all masks at once, but a check that walks the set structure by structure holds one
 mask at a time (ten boolean masks on a 512x512x300 CT grid are 750 MiB). A label map is kept
 once, as its integer array, and ``labels == value`` is computed on access; mask files are
-read on access; RTSTRUCT ROIs are rasterised on access. Nothing is cached, so asking twice
-reads twice. What can be checked without the masks (paths, the label table, the RTSTRUCT's
-ROI table, its frames of reference) is checked by :func:`read_structures` itself; a member
-that fails later raises :class:`~qa.errors.ReaderError` naming the structure and the file.
+read on access; an RTSTRUCT is parsed once and its ROIs rasterised on access. No mask is
+cached, so asking twice reads twice. What can be checked without the masks (paths, the label
+table, the RTSTRUCT's ROI table, its frames of reference) is checked by
+:func:`read_structures` itself; a member that fails later raises
+:class:`~qa.errors.ReaderError` naming the structure and the file.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import numpy as np
 
 from qa.errors import QAInputError, ReaderError
 from qa.io.images import SUPPORTED_IMAGE_SUFFIXES, read_image, read_mask
-from qa.io.rtstruct import normalise_roi_name, read_rtstruct
+from qa.io.rtstruct import normalise_roi_name, rtstruct_rasteriser
 from qa.volume import Volume
 
 __all__ = ["StructureSet", "read_structures", "read_label_map", "split_label_map",
@@ -76,8 +77,9 @@ class StructureSet(Mapping[str, Volume]):
             raise ReaderError(f"structure {name!r}: {exc.message}", path=exc.path or source,
                               field=exc.field, role=exc.role or self.role) from exc
         except (OSError, ValueError, RuntimeError) as exc:  # SimpleITK raises RuntimeError
+            detail = " ".join(str(exc).split())  # one line in the error table
             raise ReaderError(f"structure {name!r} could not be read "
-                              f"({type(exc).__name__}: {exc}); check or re-export this file",
+                              f"({type(exc).__name__}: {detail}); check or re-export this file",
                               path=source, role=self.role) from exc
 
     def __contains__(self, name: object) -> bool:
@@ -116,9 +118,9 @@ def read_structures(path: str | Path, *, reference: Volume | None = None) -> Str
     ReaderError
         Missing path, RTSTRUCT without a reference grid, label map without its JSON table,
         a label table that does not parse, a folder without mask files, two files giving the
-        same structure name, an RTSTRUCT refused by :func:`qa.io.read_rtstruct` before
-        rasterising (not an RTSTRUCT, truncated, two ROIs of one name, another frame of
-        reference). Later, on access: a mask file that does not read, naming the structure.
+        same structure name, an RTSTRUCT refused by :func:`qa.io.read_rtstruct` (not an
+        RTSTRUCT, truncated, two ROIs of one name, another frame of reference). Later, on
+        access: a mask file that does not read, naming the structure.
     """
     path = Path(path)
     if not path.exists():
@@ -160,33 +162,10 @@ def _read_folder(folder: Path) -> StructureSet:
 
 
 def _read_rtstruct_lazily(path: Path, reference: Volume) -> StructureSet:
-    """The ROIs :func:`read_rtstruct` would rasterise, each rasterised on access.
-
-    The ROI table is read now, so every refusal that does not need a mask (not an
-    RTSTRUCT, truncated, two ROIs of one name, another frame of reference) is raised here,
-    with :func:`read_rtstruct`'s message. Each access parses the file again and rasterises
-    one ROI with ``names=[name]``: the slab spacing is taken from all ROIs' planes whatever
-    the selection, so the mask is the one a full read gives.
-    """
-    from qa.io import _dicom
-    from qa.io.rtstruct import _roi_table, _select
-
-    with _dicom.pydicom_warnings_logged(path):
-        dataset = _dicom.open_dicom(path, what="RTSTRUCT")
-        if str(dataset.get("Modality", "")).strip().upper() != "RTSTRUCT":
-            read_rtstruct(path, reference)  # raises its Modality error
-        rois = _select(_roi_table(dataset, path), None, path)
-    reference_for = str(reference.metadata.get("frame_of_reference_uid") or "").strip()
-    if any(reference_for and roi.frame_uid and roi.frame_uid != reference_for
-           for roi in rois):
-        read_rtstruct(path, reference)  # raises its frame-of-reference error
-
-    def load(name: str) -> Volume:
-        (mask,) = read_rtstruct(path, reference, names=[name]).values()
-        return mask
-
-    names = [roi.name for roi in rois]
-    return StructureSet(names, load, sources=dict.fromkeys(names, str(path)))
+    """The ROIs :func:`read_rtstruct` would rasterise, each rasterised on access (the file is
+    parsed and every refusal raised now; its contours are kept, not its masks)."""
+    names, rasterise = rtstruct_rasteriser(path, reference)
+    return StructureSet(names, rasterise, sources=dict.fromkeys(names, str(path)))
 
 
 def _read_label_map(path: Path) -> StructureSet:

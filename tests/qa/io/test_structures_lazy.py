@@ -19,6 +19,7 @@ import pytest
 from checks import registry
 from qa.errors import ReaderError
 from qa.io import read_rtstruct, read_structures, write_nifti
+from qa.io import rtstruct as rtstruct_module
 from qa.io import structures as structures_module
 from qa.io.structures import StructureSet, split_label_map
 from qa.runner import run_protocol
@@ -110,17 +111,17 @@ def test_an_rtstruct_rasterises_each_roi_on_access_as_a_full_read_does(tmp_path,
             ("CLOSED_PLANAR", square_lps(z, (2, 1), 4, 3)) for z in (6.0, 9.0)]},
     ], frame_uid=frame)
     eager = read_rtstruct(path, reference)
-    calls: list[object] = []
-    real = structures_module.read_rtstruct
-    monkeypatch.setattr(structures_module, "read_rtstruct",
-                        lambda *a, **k: calls.append(k.get("names")) or real(*a, **k))
+    rasterised: list[int] = []
+    real = rtstruct_module._rasterise
+    monkeypatch.setattr(rtstruct_module, "_rasterise",
+                        lambda planes, *a: rasterised.append(len(planes)) or real(planes, *a))
     lazy = read_structures(path, reference=reference)
-    assert list(lazy) == list(eager) == ["Box", "Small"] and calls == []
+    assert list(lazy) == list(eager) == ["Box", "Small"] and rasterised == []
     for name in lazy:
         mask = lazy[name]
         np.testing.assert_array_equal(mask.array, eager[name].array)
         assert mask.metadata == eager[name].metadata
-    assert calls == [["Box"], ["Small"]]
+    assert rasterised == [3, 2]  # one ROI per access: Box (3 planes), then Small (2)
     other = reference.with_array(reference.array, frame_of_reference_uid="1.2.3")
     with pytest.raises(ReaderError, match="frame of reference"):
         read_structures(path, reference=other)  # refused when read, as before
