@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="local worker processes (default 1)")
     run.add_argument("--operator", default=None, help="who runs it (default: login name)")
     run.add_argument("--report", type=Path, default=None, metavar="PATH",
-                     help="also write the HTML report to PATH")
+                     help="also write the audit report to PATH (PDF when PATH ends in .pdf, "
+                          "else HTML)")
     run.add_argument("--lang", default="en", choices=("en", "fr"), help="report language")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="progress bar on stderr (default: when stderr is a terminal)")
@@ -249,8 +250,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _print_summary(outcome.run_id, outcome.summary)
         report = None
         if args.report is not None:
-            report = _render(store, outcome.run_id, args.report, args.lang)
-            print(report)
+            report = _render_after_run(store, outcome.run_id, args.report, args.lang)
+            if report is not None:
+                print(report)
         _write_run_files(args, store, outcome.run_id, report)
         return int(outcome.exit_code)
     finally:
@@ -503,6 +505,22 @@ def _render(store, run_id: int, out: Path | None, language: str, *,
     path = out if out is not None else Path(default_report_path(store.run(run_id)))
     return render_run_report(store, run_id, path, language=language,
                              risk_template=risk_template).resolve()
+
+
+def _render_after_run(store, run_id: int, out: Path, language: str) -> Path | None:
+    """``qa run --report``: HTML, or PDF for a ``.pdf`` path. A PDF that cannot be printed
+    (no Chromium) is reported on stderr; the run's exit code stays the run's."""
+    if out.suffix.lower() != ".pdf":
+        return _render(store, run_id, out, language)
+    from reports.pdf import ChromiumError, ChromiumNotFoundError, render_run_reports
+
+    try:
+        [path] = render_run_reports(store, run_id, out, language=language, format="pdf")
+    except (ChromiumNotFoundError, ChromiumError) as exc:
+        print(f"qa run: the run is stored but its PDF report was not written: {exc}; "
+              f"render it later with `qa report {run_id} --format pdf`", file=sys.stderr)
+        return None
+    return path.resolve()
 
 
 def _print_summary(run_id: int, summary: dict) -> None:

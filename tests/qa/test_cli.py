@@ -29,6 +29,28 @@ def test_run_exits_with_the_worst_level_and_writes_the_report(tmp_path, store_ur
     assert report.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
 
 
+def test_run_writes_a_pdf_report_when_the_path_ends_in_pdf(tmp_path, store_url, capsys):
+    protocol = write_precomputed_cohort(tmp_path / "c", {"A": 10.0, "B": 75.0})
+    report = tmp_path / "report.pdf"
+    code = main(["run", str(protocol), "--store", store_url, "--report", str(report)])
+    assert code == ExitCode.TOLERANCE
+    assert str(report.resolve()) in capsys.readouterr().out
+    assert report.read_bytes().startswith(b"%PDF-")
+
+
+def test_a_pdf_that_cannot_be_printed_keeps_the_run_and_its_exit_code(tmp_path, store_url,
+                                                                       capsys, monkeypatch):
+    monkeypatch.setenv("QA_CHROMIUM", "no-such-browser")
+    protocol = write_precomputed_cohort(tmp_path / "c", {"A": 10.0, "B": 75.0})
+    code = main(["run", str(protocol), "--store", store_url, "--report",
+                 str(tmp_path / "report.pdf")])
+    assert code == ExitCode.TOLERANCE
+    err = capsys.readouterr().err
+    assert "the run is stored but its PDF report was not written" in err
+    assert "qa report 1 --format pdf" in err
+    assert not (tmp_path / "report.pdf").exists()
+
+
 def test_run_exits_zero_when_everything_is_within_tolerance(tmp_path, store_url):
     protocol = write_precomputed_cohort(tmp_path / "c", {"A": 10.0, "B": -15.0})
     assert main(["run", str(protocol), "--store", store_url]) == ExitCode.OK
