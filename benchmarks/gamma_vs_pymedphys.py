@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import resource
 import sys
 import time
@@ -46,6 +47,14 @@ def standard_case(shape: tuple[int, int, int], seed: int = 0) -> tuple[Volume, V
     return ref, ref.with_array(np.clip(ev_arr, 0.0, None))
 
 
+def _load() -> str:
+    """1-minute load average (the machine is shared; timings depend on it)."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "n/a"
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -62,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     shape = (32, 48, 48) if args.quick else (80, 120, 120)
     ref, ev = standard_case(shape)
     print(f"grid {shape} at 2.5 mm; points >= 10 %: "
-          f"{int((ref.array >= 0.1 * ref.array.max()).sum())}")
+          f"{int((ref.array >= 0.1 * ref.array.max()).sum())}; load average at start "
+          f"{_load()} (other jobs slow our two threads more than pymedphys's one)")
     gamma_index(ref, ev, 3.0, 3.0)  # compile the kernel once (cached afterwards)
     print(f"{'criterion':>14} {'pymedphys_s':>12} {'ours_s':>8} {'ratio':>7} "
           f"{'pass_pm_%':>10} {'pass_ours_%':>11} {'max(ours-pm)':>13}")
@@ -94,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:>14} {t_pm:12.2f} {t_ours:8.2f} {t_pm / t_ours:6.1f}x {pass_pm:10.2f} "
               f"{ours.pass_rate_percent:11.2f} {excess:13.4f}")
     print(f"peak RSS of the process: {_peak_rss_mb():.0f} MB (ours alone up to the first "
-          f"pymedphys call: {rss_ours:.0f} MB)")
+          f"pymedphys call: {rss_ours:.0f} MB); load average at end {_load()}")
     return 0
 
 

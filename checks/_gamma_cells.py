@@ -31,12 +31,18 @@ grid *cell* (the box between eight neighbouring voxel centres), and on any sub-b
    ``q_k = clamp(p_k - lam g_k rho / w_k)`` with ``rho`` the root of a monotone
    piecewise-linear equation, found between its at most six breakpoints. A box whose bound
    is not below ``(sqrt(best) - TOLERANCE_GAMMA)^2`` is dropped.
-3. Otherwise ``f`` is evaluated at the minimiser of the centre model, followed, when ``T``
-   is nearly linear on the box, by ``GN_STEPS`` Gauss-Newton steps (re-linearised
-   trilinear, same exact box-constrained solve). Only decreases of the true ``f`` are kept,
-   so each gamma is attained at a real position (an upper bound of the exact minimum).
-   The box is split in eight while its bound still allows an improvement of more than
-   ``TOLERANCE_GAMMA``, down to ``MAX_DEPTH`` halvings.
+3. Otherwise, when ``T`` deviates from linear by at most ``_EVAL_ROUGH`` (gamma units) on
+   the box, ``f`` is evaluated at the minimiser of the centre model, followed, when it is
+   nearly linear (``_LINEAR_ENOUGH``), by ``GN_STEPS`` Gauss-Newton steps (re-linearised
+   trilinear, same exact box-constrained solve); rougher boxes are split without it. Only
+   decreases of the true ``f`` are kept, so each gamma is attained at a real position (an
+   upper bound of the exact minimum). The box is split in eight while its bound still
+   allows an improvement of more than ``TOLERANCE_GAMMA``, down to ``MAX_DEPTH`` halvings.
+4. Warm start: points are processed in contiguous runs of ``_RUN`` (consecutive reference
+   voxels, neighbours in x); ``best`` starts from ``f`` at ``p`` itself and at ``p`` plus
+   the previous point's optimal offset (neighbours have nearly the same minimiser), so
+   the bounds prune from the first box. Runs are spread over the threads in a scrambled
+   (golden-ratio) order: failing points cluster in space.
 
 Result: ``exact <= gamma <= exact + TOLERANCE_GAMMA`` for the minimum over the trilinear
 interpolant (a certificate from the bounds, not an estimate), unless a box reaches
@@ -62,10 +68,17 @@ TOLERANCE_GAMMA = 0.005
 #: Halvings of a grid cell at most (a box of 1/256 of a voxel side).
 MAX_DEPTH = 8
 #: Re-linearised Gauss-Newton steps per box after the centre model's minimiser.
-GN_STEPS = 2
+GN_STEPS = 1
 #: Gauss-Newton steps run on a box only when T deviates from linear by at most this (gamma
 #: units) on it; rougher boxes are split first.
 _LINEAR_ENOUGH = 0.05
+#: The model minimiser of a box is evaluated only when T deviates from linear by at most
+#: this (gamma units) on it; rougher boxes are split without it (the bounds, not these
+#: evaluations, certify the result; the upper bound comes from the warm start and
+#: smoother boxes).
+_EVAL_ROUGH = 0.1
+#: Reference points per contiguous run (one thread, warm-started from its neighbour).
+_RUN = 32
 
 
 def cell_offsets(spacing_mm: tuple[float, float, float], radius_mm: float
@@ -172,7 +185,7 @@ def _box_solve(a, g0, g1, g2, p0, p1, p2, c0, c1, c2, l0, l1, l2, u0, u1, u2):
 
 @numba.njit(cache=True, fastmath=True)
 def _cell_min(dose, cz, cy, cx, z1, y1, x1, pz, py, px, dr, lam, wz, wy, wx, best2, n_iter,
-              max_depth, eps, stack, sub):
+              max_depth, eps, stack, sub, bz, by, bx):
     """Branch and bound over one cell, boxes halved down to ``max_depth`` times.
 
     Per box: ``T = L + N`` with ``L`` the linear part at the box centre and
@@ -250,42 +263,45 @@ def _cell_min(dose, cz, cy, cx, z1, y1, x1, pz, py, px, dr, lam, wz, wy, wx, bes
             bound2 = d2
         # the centre model's minimiser; Gauss-Newton steps only where T is nearly linear
         # (elsewhere the box is split first)
-        rho = _box_solve(a, gz, gy, gx, pz, py, px, cz_, cy_, cx_, z0, y0, x0, bz1, by1, bx1)
-        qz = _clamp(pz - cz_ * rho, z0, bz1)
-        qy = _clamp(py - cy_ * rho, y0, by1)
-        qx = _clamp(px - cx_ * rho, x0, bx1)
-        steps = n_iter if e * math.sqrt(lam) <= _LINEAR_ENOUGH or depth >= max_depth else 0
-        for it in range(steps + 1):
-            tz, ty, tx = (qz - z0) * sz, (qy - y0) * sy, (qx - x0) * sx
-            c00 = v0 + (v1 - v0) * tx
-            c01 = v2 + (v3 - v2) * tx
-            c10 = v4 + (v5 - v4) * tx
-            c11 = v6 + (v7 - v6) * tx
-            c0 = c00 + (c01 - c00) * ty
-            c1 = c10 + (c11 - c10) * ty
-            diff = c0 + (c1 - c0) * tz - dr
-            f = wz * (qz - pz) ** 2 + wy * (qy - py) ** 2 + wx * (qx - px) ** 2 \
-                + lam * diff * diff
-            if f < best2:
-                best2 = f
-            if it == steps:
-                break
-            hz = (c1 - c0) * sz
-            hy = ((c01 - c00) + ((c11 - c10) - (c01 - c00)) * tz) * sy
-            d0 = (v1 - v0) + ((v3 - v2) - (v1 - v0)) * ty
-            d1 = (v5 - v4) + ((v7 - v6) - (v5 - v4)) * ty
-            hx = (d0 + (d1 - d0) * tz) * sx
-            a_q = diff - (hz * qz + hy * qy + hx * qx)
-            kz_, ky_, kx_ = lam * hz / wz, lam * hy / wy, lam * hx / wx
-            rho = _box_solve(a_q, hz, hy, hx, pz, py, px, kz_, ky_, kx_, z0, y0, x0,
-                             bz1, by1, bx1)
-            nz_ = _clamp(pz - kz_ * rho, z0, bz1)
-            ny_ = _clamp(py - ky_ * rho, y0, by1)
-            nx_ = _clamp(px - kx_ * rho, x0, bx1)
-            step = abs(nz_ - qz) + abs(ny_ - qy) + abs(nx_ - qx)
-            qz, qy, qx = nz_, ny_, nx_
-            if step < 1e-9:
-                break
+        rough = e * math.sqrt(lam)
+        if rough <= _EVAL_ROUGH or depth >= max_depth:
+            rho = _box_solve(a, gz, gy, gx, pz, py, px, cz_, cy_, cx_, z0, y0, x0, bz1, by1, bx1)
+            qz = _clamp(pz - cz_ * rho, z0, bz1)
+            qy = _clamp(py - cy_ * rho, y0, by1)
+            qx = _clamp(px - cx_ * rho, x0, bx1)
+            steps = n_iter if rough <= _LINEAR_ENOUGH or depth >= max_depth else 0
+            for it in range(steps + 1):
+                tz, ty, tx = (qz - z0) * sz, (qy - y0) * sy, (qx - x0) * sx
+                c00 = v0 + (v1 - v0) * tx
+                c01 = v2 + (v3 - v2) * tx
+                c10 = v4 + (v5 - v4) * tx
+                c11 = v6 + (v7 - v6) * tx
+                c0 = c00 + (c01 - c00) * ty
+                c1 = c10 + (c11 - c10) * ty
+                diff = c0 + (c1 - c0) * tz - dr
+                f = wz * (qz - pz) ** 2 + wy * (qy - py) ** 2 + wx * (qx - px) ** 2 \
+                    + lam * diff * diff
+                if f < best2:
+                    best2 = f
+                    bz, by, bx = qz, qy, qx
+                if it == steps:
+                    break
+                hz = (c1 - c0) * sz
+                hy = ((c01 - c00) + ((c11 - c10) - (c01 - c00)) * tz) * sy
+                d0 = (v1 - v0) + ((v3 - v2) - (v1 - v0)) * ty
+                d1 = (v5 - v4) + ((v7 - v6) - (v5 - v4)) * ty
+                hx = (d0 + (d1 - d0) * tz) * sx
+                a_q = diff - (hz * qz + hy * qy + hx * qx)
+                kz_, ky_, kx_ = lam * hz / wz, lam * hy / wy, lam * hx / wx
+                rho = _box_solve(a_q, hz, hy, hx, pz, py, px, kz_, ky_, kx_, z0, y0, x0,
+                                 bz1, by1, bx1)
+                nz_ = _clamp(pz - kz_ * rho, z0, bz1)
+                ny_ = _clamp(py - ky_ * rho, y0, by1)
+                nx_ = _clamp(px - kx_ * rho, x0, bx1)
+                step = abs(nz_ - qz) + abs(ny_ - qy) + abs(nx_ - qx)
+                qz, qy, qx = nz_, ny_, nx_
+                if step < 1e-9:
+                    break
         limit = math.sqrt(best2) - eps
         if depth >= max_depth or limit <= 0.0 or bound2 >= limit * limit:
             continue
@@ -323,18 +339,37 @@ def _cell_min(dose, cz, cy, cx, z1, y1, x1, pz, py, px, dr, lam, wz, wy, wx, bes
                 stack[top, 6 + corner] = sub[kz * 9 + ky * 3 + kx]
             stack[top, 14] = depth + 1.0
             top += 1
-    return best2
+    return best2, bz, by, bx
+
+
+@numba.njit(cache=True, inline="always", fastmath=True)
+def _trilinear(dose, qz, qy, qx):
+    """Trilinear interpolant of ``dose`` at index position ``q`` (inside the grid)."""
+    nz, ny, nx = dose.shape
+    iz = min(int(qz), max(nz - 2, 0))
+    iy = min(int(qy), max(ny - 2, 0))
+    ix = min(int(qx), max(nx - 2, 0))
+    z1, y1, x1 = min(iz + 1, nz - 1), min(iy + 1, ny - 1), min(ix + 1, nx - 1)
+    tz, ty, tx = qz - iz, qy - iy, qx - ix
+    c00 = dose[iz, iy, ix] + (dose[iz, iy, x1] - dose[iz, iy, ix]) * tx
+    c01 = dose[iz, y1, ix] + (dose[iz, y1, x1] - dose[iz, y1, ix]) * tx
+    c10 = dose[z1, iy, ix] + (dose[z1, iy, x1] - dose[z1, iy, ix]) * tx
+    c11 = dose[z1, y1, ix] + (dose[z1, y1, x1] - dose[z1, y1, ix]) * tx
+    c0 = c00 + (c01 - c00) * ty
+    c1 = c10 + (c11 - c10) * ty
+    return c0 + (c1 - c0) * tz
 
 
 @numba.njit(cache=True, fastmath=True)
-def _one_point(dose, lo, hi, pz, py, px, dr, lam, wz, wy, wx, offsets, lb2, max2, n_iter,
-               max_depth, eps, stack, sub):
+def _one_point(dose, lo, hi, pz, py, px, dr, lam, wz, wy, wx, offsets, lb2, best2, bz, by,
+               bx, n_iter, max_depth, eps, stack, sub):
+    """Squared gamma of one point and where it is attained, from the upper bound
+    ``best2`` attained at ``(bz, by, bx)``."""
     nz, ny, nx = dose.shape
     ncz, ncy, ncx = lo.shape
     cz0 = max(min(int(math.floor(pz)), ncz - 1), 0)
     cy0 = max(min(int(math.floor(py)), ncy - 1), 0)
     cx0 = max(min(int(math.floor(px)), ncx - 1), 0)
-    best2 = max2
     for j in range(offsets.shape[0]):
         if lb2[j] >= best2:
             break
@@ -353,9 +388,10 @@ def _one_point(dose, lo, hi, pz, py, px, dr, lam, wz, wy, wx, offsets, lb2, max2
         gap = max(lo[cz, cy, cx] - dr, dr - hi[cz, cy, cx], 0.0)
         if d2 + lam * gap * gap >= best2:
             continue
-        best2 = _cell_min(dose, cz, cy, cx, z1, y1, x1, pz, py, px, dr, lam, wz, wy, wx,
-                          best2, n_iter, max_depth, eps, stack, sub)
-    return best2
+        best2, bz, by, bx = _cell_min(dose, cz, cy, cx, z1, y1, x1, pz, py, px, dr, lam,
+                                      wz, wy, wx, best2, n_iter, max_depth, eps, stack, sub,
+                                      bz, by, bx)
+    return best2, bz, by, bx
 
 
 @numba.njit(parallel=True, cache=True, fastmath=True)
@@ -376,17 +412,37 @@ def search_points(dose, lo, hi, ref_idx, ref_dose, inv_dd, spacing, dta_mm, max_
     wx = (spacing[2] / dta_mm) ** 2
     lb2 = (lb_mm / dta_mm) ** 2
     max2 = max_gamma * max_gamma
-    # interleaved blocks: failing points cluster in space, so contiguous chunks per
-    # thread would be unbalanced
-    n_blocks = min(n, 1024)
-    for b in numba.prange(n_blocks):
+    nz, ny, nx = dose.shape
+    # contiguous runs of RUN points (neighbours: warm start), runs spread over the threads
+    # in a scrambled order (failing points cluster in space)
+    n_runs = (n + _RUN - 1) // _RUN
+    run_order = np.argsort((np.arange(n_runs) * 0.6180339887498949) % 1.0)
+    for i in numba.prange(n_runs):
+        r = run_order[i]
         stack = np.empty((7 * max_depth + 1, 15))
         sub = np.empty(27)
-        for p in range(b, n, n_blocks):
+        oz, oy, ox = 0.0, 0.0, 0.0  # previous point's optimal offset
+        for p in range(r * _RUN, min(n, (r + 1) * _RUN)):
             dr = ref_dose[p]
             lam = inv_dd[p] * inv_dd[p]
-            g2 = _one_point(dose, lo, hi, ref_idx[p, 0], ref_idx[p, 1], ref_idx[p, 2], dr,
-                            lam, wz, wy, wx, offsets, lb2, max2, n_iter, max_depth, eps,
-                            stack, sub)
+            pz, py, px = ref_idx[p, 0], ref_idx[p, 1], ref_idx[p, 2]
+            # upper bounds attained at real positions: p itself, and p + the previous
+            # point's optimal offset (neighbouring points have nearly the same minimiser)
+            best2, bz, by, bx = max2, pz, py, px
+            f = lam * (_trilinear(dose, pz, py, px) - dr) ** 2
+            if f < best2:
+                best2 = f
+            qz = _clamp(pz + oz, 0.0, nz - 1.0)
+            qy = _clamp(py + oy, 0.0, ny - 1.0)
+            qx = _clamp(px + ox, 0.0, nx - 1.0)
+            diff = _trilinear(dose, qz, qy, qx) - dr
+            f = wz * (qz - pz) ** 2 + wy * (qy - py) ** 2 + wx * (qx - px) ** 2 \
+                + lam * diff * diff
+            if f < best2:
+                best2, bz, by, bx = f, qz, qy, qx
+            g2, bz, by, bx = _one_point(dose, lo, hi, pz, py, px, dr, lam, wz, wy, wx,
+                                        offsets, lb2, best2, bz, by, bx, n_iter, max_depth,
+                                        eps, stack, sub)
+            oz, oy, ox = bz - pz, by - py, bx - px
             out[p] = min(math.sqrt(g2), max_gamma)
     return out
