@@ -29,8 +29,12 @@ grid *cell* (the box between eight neighbouring voxel centres), and on any sub-b
    ``min_q w|q - p|^2 + lam dist(L(q) - Dr, [-e, e])^2`` over the box is a lower bound
    of ``f`` there. It is a convex problem solved *exactly*: its optimum is
    ``q_k = clamp(p_k - lam g_k rho / w_k)`` with ``rho`` the root of a monotone
-   piecewise-linear equation, found between its at most six breakpoints. A box whose bound
-   is not below ``(sqrt(best) - TOLERANCE_GAMMA)^2`` is dropped.
+   piecewise-linear equation, found between its at most six breakpoints. Where that does
+   not drop the box, a second bound (:func:`_tangent_bound`) linearises ``T`` at the box's
+   point nearest ``p``: its slack grows as the square of the distance from there (not
+   with the box size), so it is tight next to ``p``, where the reference point sits on
+   the corner of eight cells. Both are lower bounds, so is their maximum. A box whose
+   bound is not below ``(sqrt(best) - TOLERANCE_GAMMA)^2`` is dropped.
 3. Otherwise, when ``T`` deviates from linear by at most ``_EVAL_ROUGH`` (gamma units) on
    the box, ``f`` is evaluated at the minimiser of the centre model, followed, when it is
    nearly linear (``_LINEAR_ENOUGH``), by ``GN_STEPS`` Gauss-Newton steps (re-linearised
@@ -141,6 +145,125 @@ def _h(rho, a, g0, g1, g2, p0, p1, p2, c0, c1, c2, l0, l1, l2, u0, u1, u2):
 @numba.njit(cache=True, inline="always", fastmath=True)
 def _bp(c, p, bound):
     return (p - bound) / c if c != 0.0 else 0.0
+
+
+@numba.njit(cache=True, inline="always", fastmath=True)
+def _reach(a, direction):
+    """Largest ``a * d`` per unit ``|d|`` over the allowed signs of ``d``: ``direction``
+    +1 (``d >= 0``), -1 (``d <= 0``), 2 (either sign), 0 (``d = 0``)."""
+    if direction == 2.0:
+        return abs(a)
+    return max(0.0, a * direction)
+
+
+@numba.njit(cache=True, inline="always", fastmath=True)
+def _side(p, lo, hi):
+    """Signs ``q - clamp(p)`` can take for ``q`` in ``[lo, hi]`` (see :func:`_reach`)."""
+    if hi <= lo:
+        return 0.0
+    if p <= lo:
+        return 1.0
+    if p >= hi:
+        return -1.0
+    return 2.0
+
+
+@numba.njit(cache=True, inline="always", fastmath=True)
+def _hurt(coef, side_a, side_b, sign_r):
+    """``|coef|``, or 0 when ``coef d_a d_b`` never lowers ``sign_r * residual`` on the box
+    (both signs fixed, see :func:`_side`)."""
+    if abs(side_a) == 1.0 and abs(side_b) == 1.0 and sign_r * coef * side_a * side_b >= 0.0:
+        return 0.0
+    return abs(coef)
+
+
+@numba.njit(cache=True, inline="always", fastmath=True)
+def _tangent_bound(d2, r0, gz, gy, gx, dz, dy, dx, cyx, czx, czy, k3, mz, wz, wy, wx, lam):
+    """Lower bound of ``f`` on a box from the tangent of ``T`` at ``o``, the box's point
+    nearest ``p`` (index units): ``d2 = w|o - p|^2``, ``r0 = T(o) - Dr``, ``g`` the gradient
+    of ``T`` at ``o``, ``dz, dy, dx`` the signs ``q - o`` can take on the box
+    (:func:`_side`), ``cyx, czx, czy, k3`` the pure cross-term coefficients of ``T`` at
+    ``o`` (``d_y d_x``, ``d_z d_x``, ``d_z d_y``, ``d_z d_y d_x``), ``mz`` the largest
+    ``|q_z - o_z|`` on the box.
+
+    Proof. On the box ``T`` is trilinear, so its Taylor expansion at ``o`` is exact:
+    ``T(o + d) = T(o) + g.d + R(d)``, ``R = cyx d_y d_x + czx d_z d_x + czy d_z d_y
+    + k3 d_z d_y d_x``. Let ``s = sign(r0)``; ``|T - Dr| >= s (r0 + g.d + R)``. Terms whose
+    sign is fixed on the box (each ``d_k`` of one sign) and never negative after the
+    factor ``s`` are dropped (lower-bounded by 0); the others are at least ``-|coef|`` times
+    the product of the ``|d_k|``, with ``|d_z| <= mz`` in the cubic term. With
+    ``u_k = sqrt(w_k) d_k``, ``|d_i d_j| <= (u_i^2 + u_j^2) / (2 sqrt(w_i w_j))``, so those
+    terms are at least ``-c t^2``, ``t^2 = w|d|^2``, ``c`` the largest resulting
+    coefficient of a ``u_k^2``. The linear part: ``s g.d >= -G t`` with
+    ``G^2 = sum_k a_k^2 / w_k``, ``a_k`` the part of ``-s g_k`` that ``d_k`` can take
+    positive (all of it when ``d_k`` takes both signs, none when its sign makes the term
+    non-negative; Cauchy-Schwarz over the allowed orthant). Since ``o`` is the clamp of
+    ``p`` into the box, ``w|q - p|^2 >= d2 + t^2`` for ``q = o + d`` in the box (per axis
+    the two displacements have the same sign or the first is zero). Hence
+    ``f >= d2 + t^2 + lam max(0, psi(t))^2``, ``psi(t) = |r0| - G t - c t^2``. ``psi`` is
+    concave, ``psi(0) = |r0|``, ``psi(t0) = 0``, so on ``[0, t0]``
+    ``psi(t) >= |r0| (1 - t / t0)`` (above its chord), and
+    ``t^2 + S^2 (1 - t/t0)^2 >= S^2 t0^2 / (S^2 + t0^2)`` (``S^2 = lam r0^2``; the
+    minimum of a quadratic); for ``t > t0`` the value is at least ``t0^2``, larger.
+    So ``f >= d2 + S^2 t0^2 / (S^2 + t0^2)`` on the box (``d2 + S^2`` when ``G = c = 0``).
+    The slack grows with ``t^2`` (not with the box size, like the centre model's), and
+    the orthant keeps the box's direction from ``p``.
+    """
+    a = abs(r0)
+    sr = 1.0 if r0 >= 0.0 else -1.0
+    hyx = _hurt(cyx, dy, dx, sr)
+    if dz == 1.0 or dz == -1.0:
+        hyx += _hurt(k3 * dz, dy, dx, sr) * mz
+    else:
+        hyx += abs(k3) * mz
+    syx = hyx / (2.0 * math.sqrt(wy * wx))
+    szx = _hurt(czx, dz, dx, sr) / (2.0 * math.sqrt(wz * wx))
+    szy = _hurt(czy, dz, dy, sr) / (2.0 * math.sqrt(wz * wy))
+    c = max(syx + szx, syx + szy, szx + szy)
+    az, ay, ax = _reach(-sr * gz, dz), _reach(-sr * gy, dy), _reach(-sr * gx, dx)
+    g2 = az * az / wz + ay * ay / wy + ax * ax / wx
+    big_g = math.sqrt(g2)
+    s2 = lam * a * a
+    den = big_g + math.sqrt(g2 + 4.0 * c * a)
+    if den <= 0.0:
+        return d2 + s2
+    t0 = 2.0 * a / den
+    t02 = t0 * t0
+    if s2 + t02 <= 0.0:
+        return d2
+    return d2 + s2 * t02 / (s2 + t02)
+
+
+@numba.njit(cache=True, inline="always", fastmath=True)
+def _box_tangent_bound(v0, v1, v2, v3, v4, v5, v6, v7, z0, y0, x0, z1, y1, x1, pz, py, px,
+                       dr, lam, wz, wy, wx):
+    """:func:`_tangent_bound` of the box ``[z0, z1] x [y0, y1] x [x0, x1]`` (index units)
+    with corner doses ``v0..v7`` (index ``4 z + 2 y + x``, 0 the low end), for the point
+    ``p``: ``min f`` over the box is at least the returned value."""
+    ez, ey, ex = z1 - z0, y1 - y0, x1 - x0
+    sz = 1.0 / ez if ez > 0.0 else 0.0
+    sy = 1.0 / ey if ey > 0.0 else 0.0
+    sx = 1.0 / ex if ex > 0.0 else 0.0
+    oz, oy, ox = _clamp(pz, z0, z1), _clamp(py, y0, y1), _clamp(px, x0, x1)
+    d2 = wz * (oz - pz) ** 2 + wy * (oy - py) ** 2 + wx * (ox - px) ** 2
+    # trilinear coefficients in t = (q - low corner) / extent, at t(o)
+    kx, ky, kz = v1 - v0, v2 - v0, v4 - v0
+    kyx = v3 - v2 - v1 + v0
+    kzx = v5 - v4 - v1 + v0
+    kzy = v6 - v4 - v2 + v0
+    kzyx = v7 - v6 - v5 - v3 + v4 + v2 + v1 - v0
+    tz, ty, tx = (oz - z0) * sz, (oy - y0) * sy, (ox - x0) * sx
+    t_val = v0 + kx * tx + ky * ty + kz * tz + kyx * ty * tx + kzx * tz * tx \
+        + kzy * tz * ty + kzyx * tz * ty * tx
+    return _tangent_bound(
+        d2, t_val - dr,
+        (kz + kzx * tx + kzy * ty + kzyx * ty * tx) * sz,
+        (ky + kyx * tx + kzy * tz + kzyx * tz * tx) * sy,
+        (kx + kyx * ty + kzx * tz + kzyx * tz * ty) * sx,
+        _side(pz, z0, z1), _side(py, y0, y1), _side(px, x0, x1),
+        (kyx + kzyx * tz) * sy * sx, (kzx + kzyx * ty) * sz * sx,
+        (kzy + kzyx * tx) * sz * sy, kzyx * sz * sy * sx, max(oz - z0, z1 - oz),
+        wz, wy, wx, lam)
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -261,6 +384,12 @@ def _cell_min(dose, cz, cy, cx, z1, y1, x1, pz, py, px, dr, lam, wz, wy, wx, bes
                 continue
         else:
             bound2 = d2
+        # the tangent bound (slack growing as |q - o|^2), where this one did not prune
+        tb = _box_tangent_bound(v0, v1, v2, v3, v4, v5, v6, v7, z0, y0, x0, bz1, by1, bx1,
+                                pz, py, px, dr, lam, wz, wy, wx)
+        if tb >= limit2:
+            continue
+        bound2 = max(bound2, tb)
         # the centre model's minimiser; Gauss-Newton steps only where T is nearly linear
         # (elsewhere the box is split first)
         rough = e * math.sqrt(lam)
