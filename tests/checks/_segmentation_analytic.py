@@ -89,6 +89,24 @@ def _weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> f
     return float(values[order][np.searchsorted(cum, q / 100.0)])
 
 
+def _exact(dice: float, d_rp: np.ndarray, w_r: np.ndarray, d_pr: np.ndarray, w_p: np.ndarray,
+           tolerance_mm: float) -> Exact:
+    """The surface metrics from both directed distance samples (``d``, mm) and their area
+    weights (``w``, mm²), with the given Dice."""
+    all_d, all_w = np.concatenate([d_rp, d_pr]), np.concatenate([w_r, w_p])
+    mean_rp = float(np.sum(d_rp * w_r) / w_r.sum())
+    mean_pr = float(np.sum(d_pr * w_p) / w_p.sum())
+    return Exact(
+        dice=dice,
+        hd95_mm=max(_weighted_percentile(d_rp, w_r, 95), _weighted_percentile(d_pr, w_p, 95)),
+        hd95_pooled_mm=_weighted_percentile(all_d, all_w, 95),
+        hd_mm=float(max(d_rp.max(), d_pr.max())),
+        assd_mm=float(np.sum(all_d * all_w) / all_w.sum()),
+        masd_mm=0.5 * (mean_rp + mean_pr),
+        surface_dice=float(all_w[all_d <= tolerance_mm].sum() / all_w.sum()),
+    )
+
+
 def exact_metrics(reference: list[Sphere], predicted: list[Sphere],
                   tolerance_mm: float) -> Exact:
     """Exact metrics of two unions of pairwise-disjoint spheres (within each set).
@@ -115,19 +133,7 @@ def exact_metrics(reference: list[Sphere], predicted: list[Sphere],
     vol_r = sum(s.volume_mm3 for s in reference)
     vol_p = sum(s.volume_mm3 for s in predicted)
     inter = sum(lens_volume_mm3(a, b) for a in reference for b in predicted)
-    all_d = np.concatenate([d_rp, d_pr])
-    all_w = np.concatenate([w_r, w_p])
-    mean_rp = float(np.sum(d_rp * w_r) / w_r.sum())
-    mean_pr = float(np.sum(d_pr * w_p) / w_p.sum())
-    return Exact(
-        dice=2 * inter / (vol_r + vol_p),
-        hd95_mm=max(_weighted_percentile(d_rp, w_r, 95), _weighted_percentile(d_pr, w_p, 95)),
-        hd95_pooled_mm=_weighted_percentile(all_d, all_w, 95),
-        hd_mm=float(max(d_rp.max(), d_pr.max())),
-        assd_mm=float(np.sum(all_d * all_w) / all_w.sum()),
-        masd_mm=0.5 * (mean_rp + mean_pr),
-        surface_dice=float(all_w[all_d <= tolerance_mm].sum() / all_w.sum()),
-    )
+    return _exact(2 * inter / (vol_r + vol_p), d_rp, w_r, d_pr, w_p, tolerance_mm)
 
 
 REFERENCE_SPACING_MM = (2.5, 0.98, 0.98)
@@ -235,15 +241,4 @@ def exact_metrics_sampled(ref, pred, tolerance_mm: float, *, box_mm, step_mm: fl
         inter += int(np.count_nonzero(in_r & in_p))
         n_r += int(np.count_nonzero(in_r))
         n_p += int(np.count_nonzero(in_p))
-    all_d, all_w = np.concatenate([d_rp, d_pr]), np.concatenate([w_r, w_p])
-    mean_rp = float(np.sum(d_rp * w_r) / w_r.sum())
-    mean_pr = float(np.sum(d_pr * w_p) / w_p.sum())
-    return Exact(
-        dice=2 * inter / (n_r + n_p),
-        hd95_mm=max(_weighted_percentile(d_rp, w_r, 95), _weighted_percentile(d_pr, w_p, 95)),
-        hd95_pooled_mm=_weighted_percentile(all_d, all_w, 95),
-        hd_mm=float(max(d_rp.max(), d_pr.max())),
-        assd_mm=float(np.sum(all_d * all_w) / all_w.sum()),
-        masd_mm=0.5 * (mean_rp + mean_pr),
-        surface_dice=float(all_w[all_d <= tolerance_mm].sum() / all_w.sum()),
-    )
+    return _exact(2 * inter / (n_r + n_p), d_rp, w_r, d_pr, w_p, tolerance_mm)
