@@ -201,9 +201,12 @@ def compare_masks(reference: Volume, predicted: Volume, tolerance_mm: float = 2.
     n_ref, n_pred = int(np.count_nonzero(ref)), int(np.count_nonzero(pred))
     empty: EmptyFlag = ("reference" if n_ref == 0 else "predicted" if n_pred == 0
                         else "none")
-    # the added path length runs in a second thread beside the surfaces (the compiled
-    # kernels release the GIL); results do not depend on the threads
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # two threads (this one and one worker; the compiled kernels release the GIL, results
+    # do not depend on the threads): the worker does the added path length, then the
+    # reference surface, then one directed search; this thread the predicted surface, the
+    # overlap and centroid, then the other search. The two surfaces are staggered so that
+    # their marching cubes (which hold the GIL) do not overlap.
+    with ThreadPoolExecutor(max_workers=1) as pool:
         apl_job = pool.submit(added_path_length, ref, pred, spacing, apl_tol,
                               sigma_voxels=SMOOTHING_SIGMA_VOXELS if method == "exact"
                               else 0.0)
@@ -211,9 +214,8 @@ def compare_masks(reference: Volume, predicted: Volume, tolerance_mm: float = 2.
             apl = apl_job.result()
             return _empty_result(method, tolerance_mm, empty, apl.added_mm, apl.removed_mm,
                                  apl.reference_length_mm, n_ref, n_pred, voxel_cm3)
-        d_rp, a_r, d_pr, a_p = _surface_distances(ref, pred, spacing, method, pool)
-        inter = int(np.count_nonzero(ref & pred))
-        centroid_mm = _centroid_distance_mm(reference, ref, pred)
+        d_rp, a_r, d_pr, a_p, inter, centroid_mm = _surface_distances(
+            ref, pred, spacing, method, pool, reference)
         apl = apl_job.result()
     pooled_d, pooled_a = np.concatenate([d_rp, d_pr]), np.concatenate([a_r, a_p])
     # one sort of the pooled distances serves the three percentiles
@@ -309,23 +311,31 @@ def _union_box(ref: np.ndarray, pred: np.ndarray) -> tuple[slice, slice, slice] 
     return box[0], box[1], box[2]
 
 
-def _surface_distances(ref, pred, spacing, method, pool: ThreadPoolExecutor):
+def _surface_distances(ref, pred, spacing, method, pool: ThreadPoolExecutor, grid: Volume):
+    """Directed distances and areas of both surfaces, the overlap voxel count and the
+    centroid distance, with ``pool`` (one worker, busy with the path length) as second
+    thread."""
+    def overlap_and_centroid():
+        return int(np.count_nonzero(ref & pred)), _centroid_distance_mm(grid, ref, pred)
+
     if method == "deepmind":
-        return deepmind_surface_distances(ref, pred, spacing)
-    # the two surfaces, then the two directed searches: one in this thread, one in the pool
-    # (the compiled kernels release the GIL; the values do not depend on the threads).
-    # Large masks: one surface after the other, so that their temporaries do not add up.
+        inter, centroid_mm = overlap_and_centroid()
+        return (*deepmind_surface_distances(ref, pred, spacing), inter, centroid_mm)
+    # Large masks: one surface after the other, in this thread, so that their temporaries
+    # do not add up.
     if 2 * ref.size * _SURFACE_BYTES_PER_VOXEL <= CONCURRENT_SURFACES_MAX_BYTES:
-        job = pool.submit(mask_surface, ref, spacing)
+        job = pool.submit(mask_surface, ref, spacing)  # queued after the path length
         surf_p = mask_surface(pred, spacing)
+        inter, centroid_mm = overlap_and_centroid()
         surf_r = job.result()
     else:
-        surf_r = mask_surface(ref, spacing)
         surf_p = mask_surface(pred, spacing)
+        surf_r = mask_surface(ref, spacing)
+        inter, centroid_mm = overlap_and_centroid()
     job = pool.submit(distances_to_surface, surf_r.points_mm, surf_p)
     d_pr = distances_to_surface(surf_p.points_mm, surf_r)
     d_rp = job.result()
-    return d_rp, surf_r.point_areas_mm2, d_pr, surf_p.point_areas_mm2
+    return d_rp, surf_r.point_areas_mm2, d_pr, surf_p.point_areas_mm2, inter, centroid_mm
 
 
 def _centroid_distance_mm(grid: Volume, ref: np.ndarray, pred: np.ndarray) -> float:
