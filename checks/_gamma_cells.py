@@ -22,7 +22,9 @@ grid *cell* (the box between eight neighbouring voxel centres), and on any sub-b
    skipped when ``dist^2(p, cell) + lam gap^2 >= best``, ``gap`` being how far ``Dr`` lies
    outside the cell's [min, max] corner dose (precomputed once per call, shared by the
    criteria).
-2. Branch and bound inside a cell (depth first, nearest child first). On a box,
+2. Branch and bound inside a cell (depth first, nearest child first). A box is first
+   tested with the range of its corner doses (``T`` stays between their min and max on
+   the box: ``dist^2(p, box) + lam gap^2`` is a cheap lower bound). On a box,
    ``T = L + N`` with ``L`` linear (value and gradient at the box centre) and
    ``|N| <= e``, ``e`` the largest ``|T - L|`` at the eight corners (``T - L`` is
    multilinear, so that is its maximum over the box), so
@@ -44,8 +46,10 @@ grid *cell* (the box between eight neighbouring voxel centres), and on any sub-b
    allows an improvement of more than ``TOLERANCE_GAMMA``, down to ``MAX_DEPTH`` halvings.
 4. Warm start: points are processed in contiguous runs of ``_RUN`` (consecutive reference
    voxels, neighbours in x); ``best`` starts from ``f`` at ``p`` itself and at ``p`` plus
-   the previous point's optimal offset (neighbours have nearly the same minimiser), so
-   the bounds prune from the first box. Runs are spread over the threads in a scrambled
+   the previous point's optimal offset (neighbours have nearly the same minimiser), and
+   the cell holding that warm-start position is searched first (most often the
+   minimiser's: the tight bound it gives prunes the other cells; it is not searched
+   twice), so the bounds prune from the first box. Runs are spread over the threads in a scrambled
    (golden-ratio) order: failing points cluster in space.
 
 Result: ``exact <= gamma <= exact + TOLERANCE_GAMMA`` for the minimum over the trilinear
@@ -346,6 +350,12 @@ def _cell_min(dose, cz, cy, cx, z1, y1, x1, pz, py, px, dr, lam, wz, wy, wx, bes
         d2 = wz * (qz - pz) ** 2 + wy * (qy - py) ** 2 + wx * (qx - px) ** 2
         if d2 >= limit2:
             continue
+        # the corner doses' range: T stays within it on the box (cheap first bound)
+        vmin = min(min(v0, v1, v2, v3), min(v4, v5, v6, v7))
+        vmax = max(max(v0, v1, v2, v3), max(v4, v5, v6, v7))
+        gap = max(vmin - dr, dr - vmax, 0.0)
+        if d2 + lam * gap * gap >= limit2:
+            continue
         # trilinear coefficients (t in [0, 1]^3), then centred ones
         kx, ky, kz = v1 - v0, v2 - v0, v4 - v0
         kyx = v3 - v2 - v1 + v0
@@ -499,6 +509,15 @@ def _one_point(dose, lo, hi, pz, py, px, dr, lam, wz, wy, wx, offsets, lb2, best
     cz0 = max(min(int(math.floor(pz)), ncz - 1), 0)
     cy0 = max(min(int(math.floor(py)), ncy - 1), 0)
     cx0 = max(min(int(math.floor(px)), ncx - 1), 0)
+    # first the cell holding the warm start (most often the minimiser's): a tight bound
+    # early prunes the other cells
+    wcz = max(min(int(math.floor(bz)), ncz - 1), 0)
+    wcy = max(min(int(math.floor(by)), ncy - 1), 0)
+    wcx = max(min(int(math.floor(bx)), ncx - 1), 0)
+    z1, y1, x1 = min(wcz + 1, nz - 1), min(wcy + 1, ny - 1), min(wcx + 1, nx - 1)
+    best2, bz, by, bx = _cell_min(dose, wcz, wcy, wcx, z1, y1, x1, pz, py, px, dr, lam,
+                                  wz, wy, wx, best2, n_iter, max_depth, eps, stack, sub,
+                                  bz, by, bx)
     for j in range(offsets.shape[0]):
         if lb2[j] >= best2:
             break
@@ -506,6 +525,8 @@ def _one_point(dose, lo, hi, pz, py, px, dr, lam, wz, wy, wx, offsets, lb2, best
         cy = cy0 + offsets[j, 1]
         cx = cx0 + offsets[j, 2]
         if cz < 0 or cy < 0 or cx < 0 or cz >= ncz or cy >= ncy or cx >= ncx:
+            continue
+        if cz == wcz and cy == wcy and cx == wcx:
             continue
         z1, y1, x1 = min(cz + 1, nz - 1), min(cy + 1, ny - 1), min(cx + 1, nx - 1)
         qz = _clamp(pz, float(cz), float(z1))
