@@ -19,9 +19,14 @@ Executors (:class:`ExecutorSpec`, normalised once from the command line):
   checks and model once (cached by protocol path and SHA-256; a worker that reads a
   different protocol text refuses). Dask is imported only when this executor is used.
 
-Torch threads: with ``n`` local worker processes each gets ``cpu_count // n`` intra-op
-threads (at least 1), so the cores are not oversubscribed; a Dask worker of a remote
-cluster gets ``cpu_count // nthreads`` of its host. BLAS/OpenMP threads: the workers of the
+Thread caps: with ``n`` local worker processes (process pool or ``LocalCluster``) each gets
+``cpu_count // n`` threads (at least 1), so the cores are not oversubscribed; a Dask worker of
+a remote cluster gets ``cpu_count // nthreads`` of its host. :func:`cap_threads` applies the
+cap to torch's intra-op threads and to numba's parallel kernels (the gamma search) in the
+worker: in the pool's initialiser and before each case (process pool), in the task wrapper
+before each case (Dask: numba's setting belongs to the thread that runs the task). Neither
+module is imported to be capped. Values do not depend on these counts (each parallel
+iteration computes its own points). BLAS/OpenMP threads: the workers of the
 ``LocalCluster`` keep this process's settings (Dask would set them to 1), because sums that
 BLAS splits over threads (RMSE, Bland-Altman limits) change in the last bit (~1e-15
 relative) with the thread count; a remote cluster's workers keep their own settings, so
@@ -47,7 +52,7 @@ from typing import Literal
 from qa.case_runner import CaseContext, CaseResult, process_case
 from qa.dataset import Case
 
-__all__ = ["EXECUTORS", "ExecutorSpec", "case_results"]
+__all__ = ["EXECUTORS", "ExecutorSpec", "case_results", "cap_threads", "worker_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +156,7 @@ def _pool_results(workers: int, context: CaseContext,
     fresh one-process pool: a case that kills its process alone is the culprit and becomes
     an error; the others are computed; a fresh pool takes the remaining cases.
     """
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = worker_threads(workers)
     queue = deque(cases)
     while queue:
         suspects: list[Case] = []
@@ -208,6 +213,8 @@ def _new_pool(workers: int, context: CaseContext, threads: int) -> ProcessPoolEx
 
 _WORKER_CONTEXTS: dict[tuple[str, str, bool], CaseContext] = {}
 _POOL_KEY: tuple[str, str, bool] | None = None
+#: Threads of this pool worker (numba, torch): ``cpu_count // workers``, at least 1.
+_POOL_THREADS = 1
 
 
 def worker_context(protocol_path: str, protocol_sha256: str, threads: int | None,
@@ -241,16 +248,55 @@ def worker_context(protocol_path: str, protocol_sha256: str, threads: int | None
     return context
 
 
+def worker_threads(workers: int) -> int:
+    """Threads for each of ``workers`` worker processes on this host: ``cpu_count //
+    workers``, at least 1."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def cap_threads(threads: int) -> None:
+    """Cap the threads of numba's parallel kernels and of torch in this process to
+    ``threads`` (at least 1), without importing either.
+
+    * numba, already imported: ``numba.set_num_threads`` (at most the size of numba's pool),
+      which holds for the calling thread: call it from the thread that computes the cases.
+      Not imported yet: ``NUMBA_NUM_THREADS`` in this process's environment (a smaller value
+      already there is kept), which numba reads when a check imports it; child processes of
+      this worker (a ``command`` model) inherit it.
+    * torch, already imported (a torch model, or a check that imports it):
+      ``torch.set_num_threads`` (process-wide intra-op threads). Not imported yet: nothing;
+      a later call does it.
+
+    BLAS/OpenMP variables are left alone (see the module docstring).
+    """
+    threads = max(1, int(threads))
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    else:
+        current = os.environ.get("NUMBA_NUM_THREADS", "")
+        if not (current.isdigit() and 0 < int(current) <= threads):
+            os.environ["NUMBA_NUM_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def _init_worker(protocol_path: str, protocol_sha256: str, threads: int,
                  trust_model: bool) -> None:
-    """Process-pool initialiser: load the protocol, checks and model once."""
-    global _POOL_KEY
+    """Process-pool initialiser: cap the threads (:func:`cap_threads`, before and after
+    loading, which may import torch or numba), load the protocol, checks and model once."""
+    global _POOL_KEY, _POOL_THREADS
+    cap_threads(threads)
     worker_context(protocol_path, protocol_sha256, threads, trust_model)
+    cap_threads(threads)
     _POOL_KEY = (protocol_path, protocol_sha256, trust_model)
+    _POOL_THREADS = threads
 
 
 def _work(case: Case) -> CaseResult:
     assert _POOL_KEY is not None, "worker not initialised"
+    cap_threads(_POOL_THREADS)  # again: a previous case may have imported torch or numba
     return process_case(_WORKER_CONTEXTS[_POOL_KEY], case)
 
 
@@ -278,7 +324,7 @@ def _dask_results(spec: ExecutorSpec, context: CaseContext,
             cluster = LocalCluster(n_workers=spec.workers, threads_per_worker=1,
                                    processes=True, dashboard_address=None)
         client = Client(cluster)
-        threads = max(1, (os.cpu_count() or 1) // spec.workers)
+        threads = worker_threads(spec.workers)
     try:
         protocol = context.protocol
         futures = client.map(_dask_case, cases, protocol_path=str(protocol.path),
@@ -320,7 +366,8 @@ def _dask_case(case: Case, *, protocol_path: str, protocol_sha256: str,
     if threads is None:
         from dask.distributed import get_worker
 
-        threads = max(1, (os.cpu_count() or 1) // max(1, get_worker().state.nthreads))
+        threads = worker_threads(get_worker().state.nthreads)
+    cap_threads(threads)  # in the thread that runs the case (numba's setting is per thread)
     return process_case(worker_context(protocol_path, protocol_sha256, threads, trust_model),
                         case)
 

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
+import numpy as np
 import pytest
 
+import qa.executors
 import qa.runner
 from qa.cli import main
 from qa.errors import ProtocolError
-from qa.executors import ExecutorSpec, case_results, worker_context
+from qa.executors import (
+    ExecutorSpec,
+    _dask_case,
+    _new_pool,
+    cap_threads,
+    case_results,
+    worker_context,
+    worker_threads,
+)
 from qa.exitcodes import ExitCode
 from qa.runner import run_protocol
 from qa.store import Store
@@ -130,3 +143,97 @@ def test_a_worker_refuses_a_protocol_edited_during_the_run(tmp_path):
     protocol = write_precomputed_cohort(tmp_path / "cohort", OFFSETS)
     with pytest.raises(ProtocolError, match="changed since the run started"):
         worker_context(str(protocol), "0" * 64, threads=1)
+
+
+# ------------------------------------------------------------------------- thread caps
+
+
+@pytest.fixture()
+def restore_threads():
+    """numba's (this thread) and torch's thread counts, restored after the test."""
+    import numba
+    import torch
+
+    numba_before, torch_before = numba.get_num_threads(), torch.get_num_threads()
+    yield numba, torch
+    numba.set_num_threads(numba_before)
+    torch.set_num_threads(torch_before)
+
+
+def test_worker_threads_share_the_cores(monkeypatch):
+    for cores, workers, threads in [(16, 2, 8), (16, 3, 5), (2, 2, 1), (2, 4, 1), (8, 1, 8)]:
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        assert worker_threads(workers) == threads
+    monkeypatch.setattr(os, "cpu_count", lambda: None)  # unknown: 1 core
+    assert worker_threads(2) == 1
+
+
+def test_each_pool_worker_caps_numba_and_torch_to_its_share_of_the_cores(tmp_path):
+    from qa.runner import prepare_run
+    from tests.qa._thread_probe import threads_seen
+
+    prepared = prepare_run(write_precomputed_cohort(tmp_path / "cohort", {"C01": 10.0}))
+    threads = worker_threads(2)  # what `qa run --workers 2` gives each worker
+    with _new_pool(2, prepared.context, threads) as pool:
+        seen = [future.result() for future in [pool.submit(threads_seen) for _ in range(4)]]
+    for worker in seen:
+        # numba imported after the initialiser (as a check imports it): capped on import;
+        # torch imported during a case: capped before the next one
+        assert worker["pool_threads"] == threads
+        assert worker["numba"] == worker["numba_pool"] == threads
+        assert worker["torch"] == threads
+    if (os.cpu_count() or 1) >= 2:
+        assert threads < (os.cpu_count() or 1)  # a cap: numba would take every core
+
+
+def test_cap_threads_caps_imported_modules_and_never_imports_them(monkeypatch,
+                                                                  restore_threads):
+    numba, torch = restore_threads
+    cap_threads(1)
+    assert numba.get_num_threads() == 1 and torch.get_num_threads() == 1
+    cap_threads(0)  # at least 1
+    assert numba.get_num_threads() == 1
+    # numba not imported yet: its environment variable, a smaller one kept
+    monkeypatch.setitem(sys.modules, "numba", None)
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+    cap_threads(3)
+    assert os.environ["NUMBA_NUM_THREADS"] == "3"
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
+    cap_threads(3)
+    assert os.environ["NUMBA_NUM_THREADS"] == "2"
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "16")
+    cap_threads(3)
+    assert os.environ["NUMBA_NUM_THREADS"] == "3"
+
+
+def test_the_dask_task_wrapper_caps_the_thread_that_runs_the_case(tmp_path, monkeypatch,
+                                                                   restore_threads):
+    from qa.runner import prepare_run
+
+    numba, torch = restore_threads
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    prepared = prepare_run(write_precomputed_cohort(tmp_path / "cohort", {"C01": 10.0}))
+    monkeypatch.setattr(qa.executors, "process_case", lambda context, case: (
+        numba.get_num_threads(), torch.get_num_threads()))
+    protocol = prepared.context.protocol
+    seen = _dask_case(prepared.case_table.cases[0], protocol_path=str(protocol.path),
+                      protocol_sha256=protocol.sha256, threads=1, trust_model=False)
+    assert seen == (1, 1)
+
+
+def test_gamma_values_do_not_depend_on_the_thread_count(restore_threads):
+    from checks.gamma import gamma_index
+    from qa.volume import Volume
+
+    numba, _ = restore_threads
+    rng = np.random.default_rng(7)
+    z, y, x = np.meshgrid(*(np.arange(n, dtype=float) for n in (12, 14, 16)), indexing="ij")
+    dose = 2.0 * np.exp(-((z - 6) ** 2 + (y - 7) ** 2 + (x - 8) ** 2) / 40.0)
+    reference = Volume(dose, (2.0, 2.0, 2.0))
+    evaluated = reference.with_array(np.roll(dose, 1, axis=2) * (1 + rng.normal(0, 0.01,
+                                                                               dose.shape)))
+    results = []
+    for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+        numba.set_num_threads(threads)
+        results.append(gamma_index(reference, evaluated, 2.0, 2.0, backend="numba").gamma)
+    assert all(np.array_equal(results[0], other, equal_nan=True) for other in results[1:])
