@@ -95,3 +95,14 @@ def upgrade_to(url: str, revision: str) -> None:
             command.upgrade(config, revision)
     finally:
         engine.dispose()
+
+
+#: One finished run row written with raw SQL into a store of revision 0003 (before the hash
+#: chain existed): migration 0004 adopts it into the chain.
+PRE_CHAIN_RUN_SQL = (
+    "INSERT INTO runs (uid, protocol_name, protocol_kind, protocol_hash, protocol_text, "
+    "dataset_hash, case_table_path, model_name, model_version, model_adapter, "
+    "model_details, software_version, operator, hostname, started_at, status, "
+    "finished_at, exit_code) VALUES ('u1', 'p', 'periodic', 'h', 't', 'd', 'c.csv', "
+    "'m', '1', 'torch', '{}', '0.1', 'op', 'host', '2026-01-01 00:00:00', "
+    "'complete', '2026-01-01 01:00:00', 0)")

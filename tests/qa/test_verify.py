@@ -21,7 +21,7 @@ from checks.base import Measurement
 from qa.cli import main
 from qa.store import Store
 from qa.store._ledger import record_digest
-from tests.qa.store_helpers import fill_run, new_run, upgrade_to
+from tests.qa.store_helpers import PRE_CHAIN_RUN_SQL, fill_run, new_run, upgrade_to
 
 UTC = dt.timezone.utc
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -292,13 +292,7 @@ def test_a_0003_store_is_adopted_into_the_chain_when_upgraded(store_url):
     upgrade_to(store_url, "0003")
     engine = sa.create_engine(store_url)
     with engine.begin() as connection:
-        connection.exec_driver_sql(
-            "INSERT INTO runs (uid, protocol_name, protocol_kind, protocol_hash, protocol_text, "
-            "dataset_hash, case_table_path, model_name, model_version, model_adapter, "
-            "model_details, software_version, operator, hostname, started_at, status, "
-            "finished_at, exit_code) VALUES ('u1', 'p', 'periodic', 'h', 't', 'd', 'c.csv', "
-            "'m', '1', 'torch', '{}', '0.1', 'op', 'host', '2026-01-01 00:00:00', "
-            "'complete', '2026-01-01 01:00:00', 0)")
+        connection.exec_driver_sql(PRE_CHAIN_RUN_SQL)
         connection.exec_driver_sql("INSERT INTO cases (run_id, case_id, position, attributes, "
                                    "status) VALUES (1, 'p01', 0, '{}', 'ok')")
         connection.exec_driver_sql("INSERT INTO measurements (run_id, case_id, check_id, "
