@@ -9,9 +9,11 @@ absent: there are no half-written cases.
 *Interrupted or still running?* ``qa run`` holds the run lock of its (protocol, store) for the
 whole run (:mod:`qa.lock`); the operating system (or PostgreSQL, for an advisory lock)
 releases it when the process ends, however it ends. A ``running`` run whose lock is free has
-no live process: :func:`run_states` calls it ``interrupted`` and ``qa runs`` lists it as
-``incomplete``. (A run started through the Python API without the lock, e.g. by ``qa demo``,
-looks interrupted to another process while it runs.)
+no live process: :func:`qa.lock.run_state` (one run) and :func:`run_states` (a table of runs)
+call it ``interrupted``; ``qa runs`` lists it as ``incomplete`` and the report says on its
+first page that the run is incomplete and how to finish it. (A run started through the
+Python API without the lock, e.g. by ``qa demo``, looks interrupted to another process while
+it runs.)
 
 *Resume* (:func:`resume_run`, ``qa run PROTOCOL --resume RUN``, under the same run lock):
 
@@ -40,6 +42,7 @@ import pandas as pd
 from qa import __version__
 from qa.errors import QAInputError
 from qa.executors import ExecutorSpec
+from qa.lock import is_interrupted, run_state  # is_interrupted: re-exported
 from qa.protocol import Protocol
 from qa.risk import RISK_CHECK_ID
 from qa.runner import CASE_TABLE_SCOPE, RunOutcome, execute_run, login_name, prepare_run
@@ -59,31 +62,14 @@ class ResumeError(QAInputError):
     """A run that cannot be resumed (finished, or its protocol, data or model changed)."""
 
 
-def is_interrupted(store: Store, run: Mapping[str, Any]) -> bool:
-    """True when ``run`` (a :meth:`Store.run` record) is ``running`` but no process holds
-    its run lock, i.e. the process that ran it has died.
-
-    Do not call it while this process holds that lock (``qa run`` does during a run).
-    """
-    from qa.lock import RunLockTimeoutError, run_lock
-
-    if run["status"] != "running":
-        return False
-    try:
-        with run_lock(store.url, str(run["protocol_hash"]), timeout_s=0):
-            return True
-    except RunLockTimeoutError:
-        return False
-
-
 def run_states(store: Store, runs: pd.DataFrame | None = None) -> pd.Series:
     """The state of each run of ``runs`` (default ``store.runs()``), aligned with it:
-    the stored status, except ``interrupted`` for a ``running`` run whose process died."""
+    :func:`qa.lock.run_state`, the stored status except ``interrupted`` for a ``running`` run
+    whose process died."""
     runs = store.runs() if runs is None else runs
     states = runs["status"].astype(object).copy()
     for index, run in runs.iterrows():
-        if run["status"] == "running" and is_interrupted(store, run):
-            states[index] = "interrupted"
+        states[index] = run_state(store, run)
     return states
 
 

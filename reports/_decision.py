@@ -8,7 +8,11 @@ Rule (also in ``docs/report.md`` and in the report's appendix)
 ----------------------------------------------------------------
 **Not approved** (periodic run: *suspend clinical use*) when any of
 
-1. no verdict was recorded, or the run is not ``complete`` (failed, interrupted, running);
+1. no verdict was recorded, or the run is not ``complete``: failed, closed ``incomplete``,
+   *interrupted* (stored ``running`` but no process holds its run lock, see
+   :func:`qa.lock.run_state`: the cases it had not finished are missing and its cohort phase
+   may not have run; the reason says how to finish it, ``qa run PROTOCOL --resume RUN``) or
+   still *running* (a process holds the lock: the evidence so far is partial);
 2. a cohort-level verdict (no case: a cohort statistic, a pass rate, the model fingerprint,
    a control-chart alarm or an input-drift finding) is at ACTION; or (2b) a case is at ACTION
    on a check, metric and label for which the protocol grades no cohort ``pass_rate``. A
@@ -56,6 +60,10 @@ SEVERE_RISK_SEVERITY = 8
 #: (``drift: level``): rules 2 and 7 grade them, not rule 3.
 GRADED_BY_VERDICTS = frozenset({"input_drift"})
 
+#: Reason code of rule 1 for a run that has not finished: its process died (interrupted) or
+#: is still running.
+_UNFINISHED = {"interrupted": "run_interrupted", "running": "run_in_progress"}
+
 
 @dataclass(frozen=True)
 class Reason:
@@ -83,7 +91,8 @@ class Decision:
 
 
 def decide(run: Mapping[str, Any], verdicts: pd.DataFrame, validations: pd.DataFrame,
-           errors: pd.DataFrame, cases: pd.DataFrame, risk: Any | None) -> Decision:
+           errors: pd.DataFrame, cases: pd.DataFrame, risk: Any | None, *,
+           state: str | None = None) -> Decision:
     """Apply the rule of this module's docstring to one run.
 
     Parameters
@@ -96,6 +105,10 @@ def decide(run: Mapping[str, Any], verdicts: pd.DataFrame, validations: pd.DataF
         The risk register (``rows`` with ``priority``, ``severity`` and ``evidence.n_failures``,
         the failures counted in this run's linked evidence), or None when none could be
         computed.
+    state : str, optional
+        The run's state, :func:`qa.lock.run_state` (the caller reads the run lock): the stored
+        status, except ``interrupted`` for a ``running`` run whose process died. Default: the
+        stored status.
 
     Returns
     -------
@@ -103,10 +116,14 @@ def decide(run: Mapping[str, Any], verdicts: pd.DataFrame, validations: pd.DataF
     """
     blocking: list[Reason] = []
     conditions: list[Reason] = []
-    status = text(run.get("status"))
+    status = text(run.get("status")) if state is None else state
     if not len(verdicts):
         blocking.append(Reason("no_verdicts", True, "verdicts"))
-    if status != "complete":
+    if status in _UNFINISHED:
+        run_id = run.get("run_id", run.get("id"))
+        blocking.append(Reason(_UNFINISHED[status], True, "run-state",
+                               {"run": text(run_id) or "RUN", "n_cases": len(cases)}))
+    elif status != "complete":
         blocking.append(Reason("run_not_complete", True, "provenance",
                                {"status": status or "n/a"}))
     cohort = verdicts[verdicts["case_id"].map(missing)] if len(verdicts) else verdicts

@@ -1,10 +1,12 @@
 """The HTML run report: one self-contained file rendered from the results store.
 
 The report only *reads* :class:`qa.store.Store` (``run``, ``runs``, ``cases``,
-``measurements``, ``verdicts``, ``errors``, ``details``, ``validations``, ``verify``); it never
-recomputes a metric from images and never writes to the store. Its first page is the decision
-proposed to the committee (:mod:`reports._decision`, a documented rule over stored verdicts,
-validations, errors and the risk register); the PDF is printed from this HTML
+``measurements``, ``verdicts``, ``errors``, ``details``, ``validations``, ``verify``) and, for
+a run stored as ``running``, whether its run lock is held (:func:`qa.lock.run_state`: a free
+lock means the run was interrupted); it never recomputes a metric from images and never writes
+to the store. Its first page is the decision proposed to the committee
+(:mod:`reports._decision`, a documented rule over stored verdicts, validations, errors, the
+run's state and the risk register); the PDF is printed from this HTML
 (:mod:`reports.pdf`). The only arithmetic done here is display aggregation of
 stored numbers (summing stored histogram counts, averaging stored per-case tissue values), each
 labelled as such in the report. Every user-supplied string goes through jinja2 autoescaping.
@@ -24,6 +26,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
+from qa.lock import run_state
 from qa.risk import RiskTemplateError, assess_run
 from reports._appendix import appendix_context
 from reports._chain import chain_context
@@ -140,7 +143,8 @@ def _context(store: Any, run_id: int, run: Mapping[str, Any], fmt: Formatter,
     worst = max(levels, key=level_rank) if levels else None
     when = generated_at or _run_time(run)
     assessment, risk = _risk(store, run_id, fmt, risk_template)
-    decision = decide(run, verdicts, validations, errors, cases, assessment)
+    state = run_state(store, run)
+    decision = decide(run, verdicts, validations, errors, cases, assessment, state=state)
     sections = check_sections(store, run_id, check_names, measurements, fmt)
     periodic = periodic_section(store, run_id, fmt)
     return {
@@ -157,8 +161,9 @@ def _context(store: Any, run_id: int, run: Mapping[str, Any], fmt: Formatter,
             "protocol_name": text(run.get("protocol_name")),
             "protocol_kind": text(run.get("protocol_kind")),
             "run_id": _run_id(run),
-            "status": text(run.get("status")),
+            "status": fmt.t(f"run_state.label.{state}", default=text(run.get("status"))),
             "exit_code": text(run.get("exit_code")),
+            "state_notice": _state_notice(state, run, cases, fmt),
             "worst": fmt.level(worst) if worst else None,
             "n_errored_cases": len(errored),
             "n_run_errors": int(sum(missing(c) for c in errors["case_id"])) if len(errors) else 0,
@@ -225,6 +230,18 @@ def _audit(store: Any, run_id: int, fmt: Formatter) -> list[dict[str, str]]:
     """The run's recorded decisions; none for a store without an audit trail."""
     events = getattr(store, "audit_events", None)
     return [] if events is None else audit_rows(events(run_id=run_id), fmt)
+
+
+def _state_notice(state: str, run: Mapping[str, Any], cases: pd.DataFrame,
+                  fmt: Formatter) -> dict[str, str] | None:
+    """The first-page notice of a run that has not finished (``run_state.notice.*``): its
+    process died (interrupted: how to finish it) or still runs (results partial); else None.
+    """
+    if state not in ("interrupted", "running"):
+        return None
+    values = {"run": _run_id(run), "n_cases": len(cases)}
+    return {"title": fmt.t(f"run_state.notice.{state}.title"),
+            "text": fmt.t(f"run_state.notice.{state}.text", **values)}
 
 
 def _run_time(run: Mapping[str, Any]) -> Any:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from qa.cli import main
 from qa.exitcodes import ExitCode
-from qa.lock import RunLockTimeoutError, lock_key, run_lock
+from qa.lock import RunLockTimeoutError, lock_key, run_lock, run_lock_held
 from qa.store import Store
 from tests.cohort_builders import write_precomputed_cohort
 
@@ -95,6 +95,22 @@ def test_the_file_lock_is_per_protocol_and_store(tmp_path):
     assert (tmp_path / f"qa.db.run-{lock_key('a' * 64, url)[:16]}.lock").exists()
 
 
+def test_run_lock_held_only_looks(tmp_path):
+    url = f"sqlite:///{tmp_path / 'qa.db'}"
+    path = tmp_path / f"qa.db.run-{lock_key('a' * 64, url)[:16]}.lock"
+    assert not run_lock_held(url, "a" * 64)
+    assert not path.exists()  # a lock no run ever took: not created by looking
+    with run_lock(url, "a" * 64, timeout_s=0):
+        holder = path.read_text(encoding="utf-8")
+        assert run_lock_held(url, "a" * 64)
+        assert not run_lock_held(url, "b" * 64)
+    assert path.read_text(encoding="utf-8") == holder  # looking writes nothing
+    assert not run_lock_held(url, "a" * 64)
+    with run_lock(url, "a" * 64, timeout_s=0):  # looking left it free
+        pass
+    assert not run_lock_held("sqlite://", "a" * 64)  # in memory: no lock, one process
+
+
 def test_a_negative_lock_timeout_is_refused(tmp_path, capsys):
     protocol = write_precomputed_cohort(tmp_path / "c", {"A": 10.0})
     code = main(["run", str(protocol), "--store", f"sqlite:///{tmp_path / 'qa.db'}",
@@ -119,7 +135,9 @@ def test_the_postgresql_lock_is_an_advisory_lock():
             engine.dispose()
     if url is None:
         pytest.skip("PostgreSQL server not reachable at 127.0.0.1:5432 (users postgres, root)")
+    assert not run_lock_held(url, "c" * 64)
     with run_lock(url, "c" * 64, timeout_s=0):
+        assert run_lock_held(url, "c" * 64) and not run_lock_held(url, "d" * 64)
         with pytest.raises(RunLockTimeoutError, match="PostgreSQL advisory lock .* is held"):
             with run_lock(url, "c" * 64, timeout_s=0.3):
                 pass
