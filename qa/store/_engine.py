@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -80,9 +81,9 @@ def make_engine(url: str) -> sa.Engine:
         def _on_connect(dbapi_connection, _record) -> None:  # noqa: ANN001
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
-            if file_db:
-                cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            if file_db:
+                _use_wal(cursor)
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
@@ -91,6 +92,34 @@ def make_engine(url: str) -> sa.Engine:
             write = connection.get_execution_options().get("qa_write", False)
             connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
     return engine
+
+
+def _use_wal(cursor, timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> None:  # noqa: ANN001
+    """Put a SQLite file in WAL mode (a persistent property of the file).
+
+    Converting the journal needs exclusive access, and SQLite does not run the busy handler
+    for it: a second process opening a brand-new store while the first converts or migrates
+    it would fail at once with "database is locked". So the mode is read first (WAL already:
+    nothing to do, no lock taken), and the conversion is retried with a growing pause for up
+    to ``timeout_s``; another process finishing the conversion meanwhile is success.
+    """
+    import sqlite3
+
+    deadline = time.monotonic() + timeout_s
+    pause_s = 0.005
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return  # SQLite answers with the mode now in force (a read-only file keeps its own)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(pause_s)
+        pause_s = min(2 * pause_s, 0.2)
 
 
 def upgrade_to_head(engine: sa.Engine, url_shown: str) -> None:

@@ -395,6 +395,47 @@ def test_a_store_of_a_newer_version_is_refused(store_url):
         Store(store_url)
 
 
+class _BusyCursor:
+    """A sqlite3 cursor stand-in whose WAL conversion is refused ``busy`` times, as SQLite
+    refuses it (at once, without its busy handler) while another connection holds the file."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy, self.mode, self.calls = busy, "delete", 0
+
+    def execute(self, sql: str):
+        import sqlite3
+
+        if sql == "PRAGMA journal_mode=WAL":
+            self.calls += 1
+            if self.calls <= self.busy:
+                raise sqlite3.OperationalError("database is locked")
+            self.mode = "wal"
+        return self
+
+    def fetchone(self):
+        return (self.mode,)
+
+
+def test_the_wal_conversion_of_a_new_sqlite_store_is_retried_while_the_file_is_busy():
+    cursor = _BusyCursor(busy=3)
+    store_engine._use_wal(cursor, timeout_s=5.0)
+    assert cursor.mode == "wal" and cursor.calls == 4
+
+
+def test_the_wal_conversion_gives_up_after_the_busy_timeout_with_sqlites_error():
+    import sqlite3
+
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        store_engine._use_wal(_BusyCursor(busy=10**9), timeout_s=0.05)
+
+
+def test_a_store_already_in_wal_mode_is_not_converted_again():
+    cursor = _BusyCursor(busy=10**9)
+    cursor.mode = "wal"
+    store_engine._use_wal(cursor, timeout_s=0.0)  # no conversion attempted, so no error
+    assert cursor.calls == 0
+
+
 _OPEN_WHEN_TOLD = """
 import pathlib, sys, time
 from qa.store import Store
@@ -417,7 +458,8 @@ def test_concurrent_first_opens_migrate_once(store_url, tmp_path):
     outcomes = [(child.returncode, child.communicate(timeout=60)[1]) for child in children]
     outcomes = [(child.returncode, stderr) for child, (_, stderr) in zip(children, outcomes,
                                                                          strict=True)]
-    assert outcomes == [(0, "")] * 2
+    # the last lines of a child's error name the failure if this ever flakes
+    assert outcomes == [(0, "")] * 2, [err.strip().splitlines()[-2:] for _, err in outcomes]
     with Store(store_url) as opened:
         with opened._engine.connect() as connection:
             assert connection.exec_driver_sql(
