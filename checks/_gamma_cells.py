@@ -37,13 +37,15 @@ grid *cell* (the box between eight neighbouring voxel centres), and on any sub-b
    with the box size), so it is tight next to ``p``, where the reference point sits on
    the corner of eight cells. Both are lower bounds, so is their maximum. A box whose
    bound is not below ``(sqrt(best) - TOLERANCE_GAMMA)^2`` is dropped.
-3. Otherwise, when ``T`` deviates from linear by at most ``_EVAL_ROUGH`` (gamma units) on
-   the box, ``f`` is evaluated at the minimiser of the centre model, followed, when it is
-   nearly linear (``_LINEAR_ENOUGH``), by ``GN_STEPS`` Gauss-Newton steps (re-linearised
-   trilinear, same exact box-constrained solve); rougher boxes are split without it. Only
-   decreases of the true ``f`` are kept, so each gamma is attained at a real position (an
-   upper bound of the exact minimum). The box is split in eight while its bound still
-   allows an improvement of more than ``TOLERANCE_GAMMA``, down to ``MAX_DEPTH`` halvings.
+3. Otherwise ``f`` is evaluated at the minimiser of the centre model, followed by
+   ``GN_STEPS`` Gauss-Newton steps (re-linearised trilinear, same exact box-constrained
+   solve). Only decreases of the true ``f`` are kept, so each gamma is attained at a real
+   position (an upper bound of the exact minimum). At the last point ``o`` reached, a
+   third bound (:func:`_second_order_bound`) expands ``f`` to second order with a lower
+   bound of its Hessian over the box: next to a minimiser it is within rounding of it, so
+   the box that holds the minimum is certified without being split. The box is split in
+   eight while the largest of its bounds still allows an improvement of more than
+   ``TOLERANCE_GAMMA``, down to ``MAX_DEPTH`` halvings.
 4. Warm start: points are processed in contiguous runs of ``_RUN`` (consecutive reference
    voxels, neighbours in x); ``best`` starts from ``f`` at ``p`` itself and at ``p`` plus
    the previous point's optimal offset (neighbours have nearly the same minimiser), and
@@ -77,14 +79,6 @@ TOLERANCE_GAMMA = 0.005
 MAX_DEPTH = 8
 #: Re-linearised Gauss-Newton steps per box after the centre model's minimiser.
 GN_STEPS = 1
-#: Gauss-Newton steps run on a box only when T deviates from linear by at most this (gamma
-#: units) on it; rougher boxes are split first.
-_LINEAR_ENOUGH = 0.05
-#: The model minimiser of a box is evaluated only when T deviates from linear by at most
-#: this (gamma units) on it; rougher boxes are split without it (the bounds, not these
-#: evaluations, certify the result; the upper bound comes from the warm start and
-#: smoother boxes).
-_EVAL_ROUGH = 0.1
 #: Reference points per contiguous run (one thread, warm-started from its neighbour).
 _RUN = 32
 
@@ -270,6 +264,72 @@ def _box_tangent_bound(v0, v1, v2, v3, v4, v5, v6, v7, z0, y0, x0, z1, y1, x1, p
         wz, wy, wx, lam)
 
 
+@numba.njit(cache=True, inline="always", fastmath=True)
+def _second_order_bound(v0, v1, v2, v3, v4, v5, v6, v7, z0, y0, x0, z1, y1, x1, oz, oy, ox,
+                        pz, py, px, dr, lam, wz, wy, wx):
+    """Lower bound of ``f`` on the box ``[z0, z1] x [y0, y1] x [x0, x1]`` (index units,
+    corner doses ``v0..v7``, index ``4 z + 2 y + x``) from its second-order expansion at a
+    point ``o`` of the box; 0 (no information) when the Hessian bound below is not positive.
+
+    Proof. ``f(q) = sum_k w_k (q_k - p_k)^2 + lam (T(q) - Dr)^2`` has the Hessian
+    ``2 W + 2 lam (grad T grad T^T + (T - Dr) H_T)``. The first part of the bracket is
+    positive semi-definite. ``T`` is trilinear: ``H_T`` has a zero diagonal and off-diagonal
+    entries ``d2T/dq_y dq_x = (kyx + kzyx t_z) s_y s_x`` (and alike), whose absolute values
+    on the box are at most ``a_yx = max(|kyx|, |kyx + kzyx|) s_y s_x``, ``a_zx``, ``a_zy``;
+    by Gershgorin every eigenvalue of ``H_T`` lies in ``[-k, k]``, ``k`` the largest row
+    sum of those bounds. ``T`` stays between the smallest and largest corner dose, so
+    ``|T - Dr| <= m``, the larger of their distances to ``Dr``. Hence, on the box,
+    ``Hess f >= diag(mu)``, ``mu_k = 2 w_k - 2 lam m k``. The box is convex: for ``q`` in
+    it, Taylor's formula with the integral remainder along the segment from ``o`` gives
+    ``f(q) >= f(o) + g.d + sum_k mu_k d_k^2 / 2``, ``d = q - o``, ``g = grad f(o)``. When
+    every ``mu_k > 0`` the right side is separable and convex; its minimum over the box is
+    at ``d_k = clamp(-g_k / mu_k)`` to ``[lo_k - o_k, hi_k - o_k]``: that value bounds
+    ``f`` from below on the box. At a minimiser ``o`` of ``f`` inside the box ``g = 0``
+    and the bound equals ``f(o)``: it certifies the box at once.
+    """
+    ez, ey, ex = z1 - z0, y1 - y0, x1 - x0
+    sz = 1.0 / ez if ez > 0.0 else 0.0
+    sy = 1.0 / ey if ey > 0.0 else 0.0
+    sx = 1.0 / ex if ex > 0.0 else 0.0
+    kyx = v3 - v2 - v1 + v0
+    kzx = v5 - v4 - v1 + v0
+    kzy = v6 - v4 - v2 + v0
+    kzyx = v7 - v6 - v5 - v3 + v4 + v2 + v1 - v0
+    a_yx = max(abs(kyx), abs(kyx + kzyx)) * sy * sx
+    a_zx = max(abs(kzx), abs(kzx + kzyx)) * sz * sx
+    a_zy = max(abs(kzy), abs(kzy + kzyx)) * sz * sy
+    k = max(a_yx + a_zx, a_yx + a_zy, a_zx + a_zy)
+    vmin = min(min(v0, v1, v2, v3), min(v4, v5, v6, v7))
+    vmax = max(max(v0, v1, v2, v3), max(v4, v5, v6, v7))
+    m = max(abs(vmin - dr), abs(vmax - dr))
+    shrink = 2.0 * lam * m * k
+    mz, my, mx = 2.0 * wz - shrink, 2.0 * wy - shrink, 2.0 * wx - shrink
+    if mz <= 0.0 or my <= 0.0 or mx <= 0.0:
+        return 0.0
+    tz, ty, tx = (oz - z0) * sz, (oy - y0) * sy, (ox - x0) * sx
+    c00 = v0 + (v1 - v0) * tx
+    c01 = v2 + (v3 - v2) * tx
+    c10 = v4 + (v5 - v4) * tx
+    c11 = v6 + (v7 - v6) * tx
+    c0 = c00 + (c01 - c00) * ty
+    c1 = c10 + (c11 - c10) * ty
+    diff = c0 + (c1 - c0) * tz - dr
+    hz = (c1 - c0) * sz
+    hy = ((c01 - c00) + ((c11 - c10) - (c01 - c00)) * tz) * sy
+    d0 = (v1 - v0) + ((v3 - v2) - (v1 - v0)) * ty
+    d1 = (v5 - v4) + ((v7 - v6) - (v5 - v4)) * ty
+    hx = (d0 + (d1 - d0) * tz) * sx
+    fo = wz * (oz - pz) ** 2 + wy * (oy - py) ** 2 + wx * (ox - px) ** 2 + lam * diff * diff
+    gz = 2.0 * wz * (oz - pz) + 2.0 * lam * diff * hz
+    gy = 2.0 * wy * (oy - py) + 2.0 * lam * diff * hy
+    gx = 2.0 * wx * (ox - px) + 2.0 * lam * diff * hx
+    dz = _clamp(-gz / mz, z0 - oz, z1 - oz)
+    dy = _clamp(-gy / my, y0 - oy, y1 - oy)
+    dx = _clamp(-gx / mx, x0 - ox, x1 - ox)
+    return fo + gz * dz + 0.5 * mz * dz * dz + gy * dy + 0.5 * my * dy * dy \
+        + gx * dx + 0.5 * mx * dx * dx
+
+
 @numba.njit(cache=True, fastmath=True)
 def _box_solve(a, g0, g1, g2, p0, p1, p2, c0, c1, c2, l0, l1, l2, u0, u1, u2):
     """Root ``rho`` of ``rho = a + sum_k g_k clamp(p_k - c_k rho, l_k, u_k)``.
@@ -400,47 +460,48 @@ def _cell_min(dose, cz, cy, cx, z1, y1, x1, pz, py, px, dr, lam, wz, wy, wx, bes
         if tb >= limit2:
             continue
         bound2 = max(bound2, tb)
-        # the centre model's minimiser; Gauss-Newton steps only where T is nearly linear
-        # (elsewhere the box is split first)
-        rough = e * math.sqrt(lam)
-        if rough <= _EVAL_ROUGH or depth >= max_depth:
-            rho = _box_solve(a, gz, gy, gx, pz, py, px, cz_, cy_, cx_, z0, y0, x0, bz1, by1, bx1)
-            qz = _clamp(pz - cz_ * rho, z0, bz1)
-            qy = _clamp(py - cy_ * rho, y0, by1)
-            qx = _clamp(px - cx_ * rho, x0, bx1)
-            steps = n_iter if rough <= _LINEAR_ENOUGH or depth >= max_depth else 0
-            for it in range(steps + 1):
-                tz, ty, tx = (qz - z0) * sz, (qy - y0) * sy, (qx - x0) * sx
-                c00 = v0 + (v1 - v0) * tx
-                c01 = v2 + (v3 - v2) * tx
-                c10 = v4 + (v5 - v4) * tx
-                c11 = v6 + (v7 - v6) * tx
-                c0 = c00 + (c01 - c00) * ty
-                c1 = c10 + (c11 - c10) * ty
-                diff = c0 + (c1 - c0) * tz - dr
-                f = wz * (qz - pz) ** 2 + wy * (qy - py) ** 2 + wx * (qx - px) ** 2 \
-                    + lam * diff * diff
-                if f < best2:
-                    best2 = f
-                    bz, by, bx = qz, qy, qx
-                if it == steps:
-                    break
-                hz = (c1 - c0) * sz
-                hy = ((c01 - c00) + ((c11 - c10) - (c01 - c00)) * tz) * sy
-                d0 = (v1 - v0) + ((v3 - v2) - (v1 - v0)) * ty
-                d1 = (v5 - v4) + ((v7 - v6) - (v5 - v4)) * ty
-                hx = (d0 + (d1 - d0) * tz) * sx
-                a_q = diff - (hz * qz + hy * qy + hx * qx)
-                kz_, ky_, kx_ = lam * hz / wz, lam * hy / wy, lam * hx / wx
-                rho = _box_solve(a_q, hz, hy, hx, pz, py, px, kz_, ky_, kx_, z0, y0, x0,
-                                 bz1, by1, bx1)
-                nz_ = _clamp(pz - kz_ * rho, z0, bz1)
-                ny_ = _clamp(py - ky_ * rho, y0, by1)
-                nx_ = _clamp(px - kx_ * rho, x0, bx1)
-                step = abs(nz_ - qz) + abs(ny_ - qy) + abs(nx_ - qx)
-                qz, qy, qx = nz_, ny_, nx_
-                if step < 1e-9:
-                    break
+        # the centre model's minimiser, then Gauss-Newton steps
+        rho = _box_solve(a, gz, gy, gx, pz, py, px, cz_, cy_, cx_, z0, y0, x0, bz1, by1, bx1)
+        qz = _clamp(pz - cz_ * rho, z0, bz1)
+        qy = _clamp(py - cy_ * rho, y0, by1)
+        qx = _clamp(px - cx_ * rho, x0, bx1)
+        for it in range(n_iter + 1):
+            tz, ty, tx = (qz - z0) * sz, (qy - y0) * sy, (qx - x0) * sx
+            c00 = v0 + (v1 - v0) * tx
+            c01 = v2 + (v3 - v2) * tx
+            c10 = v4 + (v5 - v4) * tx
+            c11 = v6 + (v7 - v6) * tx
+            c0 = c00 + (c01 - c00) * ty
+            c1 = c10 + (c11 - c10) * ty
+            diff = c0 + (c1 - c0) * tz - dr
+            f = wz * (qz - pz) ** 2 + wy * (qy - py) ** 2 + wx * (qx - px) ** 2 \
+                + lam * diff * diff
+            if f < best2:
+                best2 = f
+                bz, by, bx = qz, qy, qx
+            if it == n_iter:
+                break
+            hz = (c1 - c0) * sz
+            hy = ((c01 - c00) + ((c11 - c10) - (c01 - c00)) * tz) * sy
+            d0 = (v1 - v0) + ((v3 - v2) - (v1 - v0)) * ty
+            d1 = (v5 - v4) + ((v7 - v6) - (v5 - v4)) * ty
+            hx = (d0 + (d1 - d0) * tz) * sx
+            a_q = diff - (hz * qz + hy * qy + hx * qx)
+            kz_, ky_, kx_ = lam * hz / wz, lam * hy / wy, lam * hx / wx
+            rho = _box_solve(a_q, hz, hy, hx, pz, py, px, kz_, ky_, kx_, z0, y0, x0,
+                             bz1, by1, bx1)
+            nz_ = _clamp(pz - kz_ * rho, z0, bz1)
+            ny_ = _clamp(py - ky_ * rho, y0, by1)
+            nx_ = _clamp(px - kx_ * rho, x0, bx1)
+            step = abs(nz_ - qz) + abs(ny_ - qy) + abs(nx_ - qx)
+            qz, qy, qx = nz_, ny_, nx_
+            if step < 1e-9:
+                break
+        # the second-order bound at the last point reached: next to a minimiser it
+        # certifies the box without splitting it
+        bound2 = max(bound2, _second_order_bound(v0, v1, v2, v3, v4, v5, v6, v7, z0, y0, x0,
+                                                 bz1, by1, bx1, qz, qy, qx, pz, py, px, dr,
+                                                 lam, wz, wy, wx))
         limit = math.sqrt(best2) - eps
         if depth >= max_depth or limit <= 0.0 or bound2 >= limit * limit:
             continue

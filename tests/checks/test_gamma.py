@@ -148,9 +148,10 @@ def test_gamma_is_never_above_a_brute_force_minimum_by_more_than_the_certified_t
         assert ours <= brute + TOLERANCE_GAMMA + 1e-9, (tuple(p), ours, brute)
 
 
-def _sampled_box_minimum(v, lo, hi, p, dr, lam, w, n=11):
+def _sampled_box_minimum(v, lo, hi, p, dr, lam, w, n=11, where=False):
     """min over an n^3 sample of the box of w|q - p|^2 + lam (T(q) - dr)^2, T trilinear
-    with corner values v (index 4 z + 2 y + x). An upper bound of the exact minimum."""
+    with corner values v (index 4 z + 2 y + x). An upper bound of the exact minimum (and,
+    with ``where``, the sample point that attains it)."""
     g = [np.linspace(lo[k], hi[k], n) for k in range(3)]
     zz, yy, xx = np.meshgrid(*g, indexing="ij")
     ext = np.asarray(hi) - np.asarray(lo)
@@ -161,6 +162,9 @@ def _sampled_box_minimum(v, lo, hi, p, dr, lam, w, n=11):
     dose = c0 * (1 - tz) + c1 * tz
     f = (w[0] * (zz - p[0]) ** 2 + w[1] * (yy - p[1]) ** 2 + w[2] * (xx - p[2]) ** 2
          + lam * (dose - dr) ** 2)
+    if where:
+        at = np.unravel_index(np.argmin(f), f.shape)
+        return float(f.min()), np.array([zz[at], yy[at], xx[at]])
     return float(f.min())
 
 
@@ -201,6 +205,70 @@ def test_the_tangent_lower_bound_is_exact_for_a_linear_dose_with_its_minimiser_i
     expected = lam * dr**2 / (1 + lam * (g**2 / w).sum())
     assert _box_tangent_bound(*v, *lo, *hi, *p, dr, lam, *w) == pytest.approx(expected,
                                                                              rel=1e-9)
+
+def test_the_second_order_lower_bound_never_exceeds_the_minimum_over_a_box():
+    # Expansion at a point o of the box with a lower bound of the Hessian: it must stay below
+    # the sampled minimum (itself above the exact one) wherever o is, for curved trilinear
+    # boxes (noise-like corner doses) where the Hessian bound is barely positive too.
+    from checks._gamma_cells import _second_order_bound
+
+    rng = np.random.default_rng(11)
+    informative = 0
+    for trial in range(800):
+        lo = rng.uniform(-2, 2, 3)
+        ext = rng.uniform(0.05, 1.0, 3)
+        if trial % 9 == 0:
+            ext[rng.integers(3)] = 0.0
+        hi = lo + ext
+        v = rng.normal(0.0, 1.0, 8) * rng.choice([0.05, 0.3, 1.0])
+        o = lo + np.where(rng.random(3) < 0.2, rng.integers(0, 2, 3), rng.uniform(0, 1, 3)) * ext
+        p = lo + rng.uniform(-1.0, 2.0, 3) * np.maximum(ext, 0.1)
+        w, lam, dr = rng.uniform(0.5, 3.0, 3), rng.uniform(0.1, 4.0), rng.normal(0.0, 1.0)
+        sampled, argmin = _sampled_box_minimum(v, lo, hi, p, dr, lam, w, n=15, where=True)
+        if trial % 2:  # next to the minimiser, where the bound is tight and drops boxes
+            o = np.clip(argmin + rng.normal(0.0, 0.02, 3) * ext, lo, hi)
+        bound = _second_order_bound(*v, *lo, *hi, *o, *p, dr, lam, *w)
+        assert bound <= sampled * (1 + 1e-9) + 1e-12, (trial, bound, sampled)
+        informative += bound > 0.5 * sampled
+    assert informative > 40  # and it is not vacuous (82 of 800 with this seed)
+
+
+def test_the_second_order_lower_bound_holds_for_equal_cross_terms():
+    # T = Dr - M + a (y x + z x + z y): its Hessian [[0, a, a], [a, 0, a], [a, a, 0]] has the
+    # eigenvalue 2a (the Gershgorin row sum), twice its largest entry; where T < Dr that
+    # direction curves f down, and a Hessian bound from the largest entry alone would put
+    # the bound above the minimum (by ~1 at a = 0.2, M = 2, lam = 2).
+    from checks._gamma_cells import _second_order_bound
+
+    lo, hi, p, w = -np.ones(3), np.ones(3), np.zeros(3), np.ones(3)
+    corners = np.array([[z, y, x] for z in (-1, 1) for y in (-1, 1) for x in (-1, 1)], float)
+    for a in (0.1, 0.2, 0.3):
+        for big_m in (0.5, 1.0, 2.0):
+            v = -big_m + a * (corners[:, 1] * corners[:, 2] + corners[:, 0] * corners[:, 2]
+                              + corners[:, 0] * corners[:, 1])
+            for o in (0.1, 0.3, 0.6, 1.0):
+                for lam in (0.5, 1.0, 2.0):
+                    bound = _second_order_bound(*v, *lo, *hi, o, o, o, *p, 0.0, lam, *w)
+                    sampled = _sampled_box_minimum(v, lo, hi, p, 0.0, lam, w, n=41)
+                    assert bound <= sampled + 1e-12, (a, big_m, o, lam, bound, sampled)
+
+
+def test_the_second_order_lower_bound_certifies_a_minimiser_inside_the_box():
+    # T linear: f is a convex quadratic; expanded at its minimiser inside the box, the bound
+    # is f there, the exact minimum (the kernel then drops the box without splitting it).
+    from checks._gamma_cells import _second_order_bound
+
+    g, w, lam, dr = np.array([0.3, -0.2, 0.5]), np.array([1.0, 0.5, 2.0]), 4.0, 1.0
+    lo, hi, p = np.array([-5.0, -5.0, -5.0]), np.array([5.0, 5.0, 5.0]), np.zeros(3)
+    corners = np.array([[z, y, x] for z in (lo[0], hi[0]) for y in (lo[1], hi[1])
+                        for x in (lo[2], hi[2])])
+    v = corners @ g
+    # minimiser of w|q|^2 + lam (g.q - dr)^2: q = lam dr W^-1 g / (1 + lam g W^-1 g)
+    q = lam * dr * (g / w) / (1 + lam * (g**2 / w).sum())
+    expected = lam * dr**2 / (1 + lam * (g**2 / w).sum())
+    assert _second_order_bound(*v, *lo, *hi, *q, *p, dr, lam, *w) == pytest.approx(expected,
+                                                                                  rel=1e-9)
+
 
 # -- geometry ------------------------------------------------------------------------------
 
