@@ -166,3 +166,21 @@ def test_decide_blocks_an_unfinished_run_with_its_own_reason(interrupted, state,
     (reason,) = [r for r in blocking if r.code == code]
     assert reason.values == {"run": str(run_id), "n_cases": N_STORED}
     assert "run_not_complete" not in {r.code for r in decision.reasons}
+
+
+@pytest.mark.slow
+def test_the_printed_first_page_of_an_interrupted_run_holds_the_notice_and_the_decision(
+        interrupted, chromium, poppler, tmp_path):
+    # The notice sits above the decision box: both must still be on page 1 of the PDF.
+    import subprocess
+
+    from reports.pdf import render_run_pdf
+
+    store, run_id, _ = interrupted
+    pdf = render_run_pdf(ReadOnly(store), run_id, tmp_path / "run.pdf")
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], check=True,
+                          capture_output=True, text=True).stdout
+    first = " ".join(text.split("\f")[0].split())
+    assert "Incomplete run: interrupted." in first
+    assert f"--resume {run_id}" in first
+    assert "Not approved for clinical use" in first
