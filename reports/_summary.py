@@ -56,8 +56,10 @@ def recommendations(decision: Decision, run: Mapping[str, Any], fmt: Any) -> lis
     """One recommendation per kind of reason, in the reasons' order, then the general one for
     the outcome (commissioning or periodic wording)."""
     kind = "periodic" if is_periodic(run) else "commissioning"
-    codes = list(dict.fromkeys(r.code for r in decision.reasons))
-    items = [fmt.t(f"recommendation.{code}") for code in codes]
+    values: dict[str, dict[str, Any]] = {}  # the first reason of each code fills its fields
+    for reason in decision.reasons:
+        values.setdefault(reason.code, dict(reason.values))
+    items = [fmt.t(f"recommendation.{code}", **values[code]) for code in values]
     items.append(fmt.t(f"recommendation.{kind}.{decision.outcome}"))
     return items
 

@@ -110,6 +110,8 @@ def test_an_interrupted_run_is_reported_incomplete_with_how_to_finish_it(interru
     assert f"Finish it with `qa run PROTOCOL --resume {run_id}`" in reasons
     assert "status: running" not in reasons
     assert "Run in progress" not in html
+    # the recommendation names this run too
+    assert f"`qa run PROTOCOL --resume {run_id}`" in _text(html, "recommendation-list")
 
 
 def test_the_french_report_of_an_interrupted_run_says_it_in_french(interrupted, tmp_path):
@@ -123,6 +125,7 @@ def test_the_french_report_of_an_interrupted_run_says_it_in_french(interrupted, 
     assert _text(html, "decision-outcome") == "Utilisation clinique non approuvée"
     reasons = _text(html, "decision-reasons")
     assert "L'exécution est incomplète : elle a été interrompue" in reasons
+    assert f"`qa run PROTOCOLE --resume {run_id}`" in _text(html, "recommendation-list")
     for english in ("Incomplete run", "interrupted", "is missing", "Finish it"):
         assert english not in notice + reasons
 
