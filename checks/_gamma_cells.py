@@ -51,8 +51,8 @@ grid *cell* (the box between eight neighbouring voxel centres), and on any sub-b
    the previous point's optimal offset (neighbours have nearly the same minimiser), and
    the cell holding that warm-start position is searched first (most often the
    minimiser's: the tight bound it gives prunes the other cells; it is not searched
-   twice), so the bounds prune from the first box. Runs are spread over the threads in a scrambled
-   (golden-ratio) order: failing points cluster in space.
+   twice), so the bounds prune from the first box. Runs are spread over the threads in a
+   scrambled (golden-ratio) order: failing points cluster in space.
 
 Result: ``exact <= gamma <= exact + TOLERANCE_GAMMA`` for the minimum over the trilinear
 interpolant (a certificate from the bounds, not an estimate), unless a box reaches
