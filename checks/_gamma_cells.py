@@ -265,6 +265,24 @@ def _box_tangent_bound(v0, v1, v2, v3, v4, v5, v6, v7, z0, y0, x0, z1, y1, x1, p
 
 
 @numba.njit(cache=True, inline="always", fastmath=True)
+def _value_and_gradient(v0, v1, v2, v3, v4, v5, v6, v7, tz, ty, tx, sz, sy, sx):
+    """The trilinear with corner values ``v0..v7`` (index ``4 z + 2 y + x``) at ``t`` in
+    ``[0, 1]^3``, and its gradient per index unit (``s`` = 1 / the box's extents)."""
+    c00 = v0 + (v1 - v0) * tx
+    c01 = v2 + (v3 - v2) * tx
+    c10 = v4 + (v5 - v4) * tx
+    c11 = v6 + (v7 - v6) * tx
+    c0 = c00 + (c01 - c00) * ty
+    c1 = c10 + (c11 - c10) * ty
+    hz = (c1 - c0) * sz
+    hy = ((c01 - c00) + ((c11 - c10) - (c01 - c00)) * tz) * sy
+    d0 = (v1 - v0) + ((v3 - v2) - (v1 - v0)) * ty
+    d1 = (v5 - v4) + ((v7 - v6) - (v5 - v4)) * ty
+    hx = (d0 + (d1 - d0) * tz) * sx
+    return c0 + (c1 - c0) * tz, hz, hy, hx
+
+
+@numba.njit(cache=True, inline="always", fastmath=True)
 def _second_order_bound(v0, v1, v2, v3, v4, v5, v6, v7, z0, y0, x0, z1, y1, x1, oz, oy, ox,
                         pz, py, px, dr, lam, wz, wy, wx):
     """Lower bound of ``f`` on the box ``[z0, z1] x [y0, y1] x [x0, x1]`` (index units,
@@ -306,19 +324,9 @@ def _second_order_bound(v0, v1, v2, v3, v4, v5, v6, v7, z0, y0, x0, z1, y1, x1, 
     mz, my, mx = 2.0 * wz - shrink, 2.0 * wy - shrink, 2.0 * wx - shrink
     if mz <= 0.0 or my <= 0.0 or mx <= 0.0:
         return 0.0
-    tz, ty, tx = (oz - z0) * sz, (oy - y0) * sy, (ox - x0) * sx
-    c00 = v0 + (v1 - v0) * tx
-    c01 = v2 + (v3 - v2) * tx
-    c10 = v4 + (v5 - v4) * tx
-    c11 = v6 + (v7 - v6) * tx
-    c0 = c00 + (c01 - c00) * ty
-    c1 = c10 + (c11 - c10) * ty
-    diff = c0 + (c1 - c0) * tz - dr
-    hz = (c1 - c0) * sz
-    hy = ((c01 - c00) + ((c11 - c10) - (c01 - c00)) * tz) * sy
-    d0 = (v1 - v0) + ((v3 - v2) - (v1 - v0)) * ty
-    d1 = (v5 - v4) + ((v7 - v6) - (v5 - v4)) * ty
-    hx = (d0 + (d1 - d0) * tz) * sx
+    value, hz, hy, hx = _value_and_gradient(v0, v1, v2, v3, v4, v5, v6, v7, (oz - z0) * sz,
+                                            (oy - y0) * sy, (ox - x0) * sx, sz, sy, sx)
+    diff = value - dr
     fo = wz * (oz - pz) ** 2 + wy * (oy - py) ** 2 + wx * (ox - px) ** 2 + lam * diff * diff
     gz = 2.0 * wz * (oz - pz) + 2.0 * lam * diff * hz
     gy = 2.0 * wy * (oy - py) + 2.0 * lam * diff * hy
@@ -466,14 +474,10 @@ def _cell_min(dose, cz, cy, cx, z1, y1, x1, pz, py, px, dr, lam, wz, wy, wx, bes
         qy = _clamp(py - cy_ * rho, y0, by1)
         qx = _clamp(px - cx_ * rho, x0, bx1)
         for it in range(n_iter + 1):
-            tz, ty, tx = (qz - z0) * sz, (qy - y0) * sy, (qx - x0) * sx
-            c00 = v0 + (v1 - v0) * tx
-            c01 = v2 + (v3 - v2) * tx
-            c10 = v4 + (v5 - v4) * tx
-            c11 = v6 + (v7 - v6) * tx
-            c0 = c00 + (c01 - c00) * ty
-            c1 = c10 + (c11 - c10) * ty
-            diff = c0 + (c1 - c0) * tz - dr
+            value, hz, hy, hx = _value_and_gradient(v0, v1, v2, v3, v4, v5, v6, v7,
+                                                    (qz - z0) * sz, (qy - y0) * sy,
+                                                    (qx - x0) * sx, sz, sy, sx)
+            diff = value - dr
             f = wz * (qz - pz) ** 2 + wy * (qy - py) ** 2 + wx * (qx - px) ** 2 \
                 + lam * diff * diff
             if f < best2:
@@ -481,11 +485,6 @@ def _cell_min(dose, cz, cy, cx, z1, y1, x1, pz, py, px, dr, lam, wz, wy, wx, bes
                 bz, by, bx = qz, qy, qx
             if it == n_iter:
                 break
-            hz = (c1 - c0) * sz
-            hy = ((c01 - c00) + ((c11 - c10) - (c01 - c00)) * tz) * sy
-            d0 = (v1 - v0) + ((v3 - v2) - (v1 - v0)) * ty
-            d1 = (v5 - v4) + ((v7 - v6) - (v5 - v4)) * ty
-            hx = (d0 + (d1 - d0) * tz) * sx
             a_q = diff - (hz * qz + hy * qy + hx * qx)
             kz_, ky_, kx_ = lam * hz / wz, lam * hy / wy, lam * hx / wx
             rho = _box_solve(a_q, hz, hy, hx, pz, py, px, kz_, ky_, kx_, z0, y0, x0,
