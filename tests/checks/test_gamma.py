@@ -192,16 +192,23 @@ def test_the_tangent_lower_bound_never_exceeds_the_minimum_over_a_box():
         assert bound <= sampled * (1 + 1e-9) + 1e-12, (trial, bound, sampled)
 
 
+def _linear_dose_box():
+    """A linear dose T(q) = g.q on a large box around p = 0: (g, w, lam, dr, lo, hi, p,
+    corner values); f = w|q|^2 + lam (g.q - dr)^2 is then a convex quadratic whose minimum is
+    lam dr^2 / (1 + lam sum g_k^2 / w_k)."""
+    g, w, lam, dr = np.array([0.3, -0.2, 0.5]), np.array([1.0, 0.5, 2.0]), 4.0, 1.0
+    lo, hi, p = np.array([-5.0, -5.0, -5.0]), np.array([5.0, 5.0, 5.0]), np.zeros(3)
+    corners = np.array([[z, y, x] for z in (lo[0], hi[0]) for y in (lo[1], hi[1])
+                        for x in (lo[2], hi[2])])
+    return g, w, lam, dr, lo, hi, p, corners @ g
+
+
 def test_the_tangent_lower_bound_is_exact_for_a_linear_dose_with_its_minimiser_inside():
     # T linear (no cross terms): the bound is the linear gamma^2 at p,
     # lam r^2 / (1 + lam sum g_k^2 / w_k), attained inside a large box around p.
     from checks._gamma_cells import _box_tangent_bound
 
-    g, w, lam, dr = np.array([0.3, -0.2, 0.5]), np.array([1.0, 0.5, 2.0]), 4.0, 1.0
-    lo, hi, p = np.array([-5.0, -5.0, -5.0]), np.array([5.0, 5.0, 5.0]), np.zeros(3)
-    corners = np.array([[z, y, x] for z in (lo[0], hi[0]) for y in (lo[1], hi[1])
-                        for x in (lo[2], hi[2])])
-    v = corners @ g
+    g, w, lam, dr, lo, hi, p, v = _linear_dose_box()
     expected = lam * dr**2 / (1 + lam * (g**2 / w).sum())
     assert _box_tangent_bound(*v, *lo, *hi, *p, dr, lam, *w) == pytest.approx(expected,
                                                                              rel=1e-9)
@@ -258,11 +265,7 @@ def test_the_second_order_lower_bound_certifies_a_minimiser_inside_the_box():
     # is f there, the exact minimum (the kernel then drops the box without splitting it).
     from checks._gamma_cells import _second_order_bound
 
-    g, w, lam, dr = np.array([0.3, -0.2, 0.5]), np.array([1.0, 0.5, 2.0]), 4.0, 1.0
-    lo, hi, p = np.array([-5.0, -5.0, -5.0]), np.array([5.0, 5.0, 5.0]), np.zeros(3)
-    corners = np.array([[z, y, x] for z in (lo[0], hi[0]) for y in (lo[1], hi[1])
-                        for x in (lo[2], hi[2])])
-    v = corners @ g
+    g, w, lam, dr, lo, hi, p, v = _linear_dose_box()
     # minimiser of w|q|^2 + lam (g.q - dr)^2: q = lam dr W^-1 g / (1 + lam g W^-1 g)
     q = lam * dr * (g / w) / (1 + lam * (g**2 / w).sum())
     expected = lam * dr**2 / (1 + lam * (g**2 / w).sum())
