@@ -97,11 +97,12 @@ def make_engine(url: str) -> sa.Engine:
 def _use_wal(cursor, timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> None:  # noqa: ANN001
     """Put a SQLite file in WAL mode (a persistent property of the file).
 
-    Converting the journal needs exclusive access, and SQLite does not run the busy handler
-    for it: a second process opening a brand-new store while the first converts or migrates
-    it would fail at once with "database is locked". So the mode is read first (WAL already:
-    nothing to do, no lock taken), and the conversion is retried with a growing pause for up
-    to ``timeout_s``; another process finishing the conversion meanwhile is success.
+    Converting the journal needs exclusive access, and SQLite may refuse it at once, without
+    running its busy handler (where waiting could deadlock with another connection's lock):
+    a second process opening a brand-new store while the first converts or migrates it could
+    fail with "database is locked". So the mode is read first (WAL already: nothing to do, no
+    lock taken), and the conversion is retried with a growing pause for up to ``timeout_s``;
+    another process finishing the conversion meanwhile is success.
     """
     import sqlite3
 
