@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
+from checks._gaussian_numba import gaussian_filter_zero
 from checks._surface_numba import marching_squares_segments, segments_within
 
 __all__ = ["PathLengths", "added_path_length"]
@@ -93,8 +93,7 @@ def _slice_segments(mask: np.ndarray, spacing_yx: np.ndarray, sigma_voxels: floa
     """
     stack = np.pad(mask.astype(np.float32), ((0, 0), (3, 3), (3, 3)))
     if sigma_voxels > 0:  # sigma 0 along z: each slice smoothed on its own
-        stack = ndimage.gaussian_filter(stack, (0.0, sigma_voxels, sigma_voxels),
-                                        mode="constant", truncate=3.0)
+        stack = gaussian_filter_zero(stack, (0.0, sigma_voxels, sigma_voxels), 3.0)
     z, start, end = marching_squares_segments(stack, 0.5)
     keep = np.any(start != end, axis=1)
     return z[keep], (start[keep] - 3.0) * spacing_yx, (end[keep] - 3.0) * spacing_yx

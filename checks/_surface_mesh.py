@@ -17,8 +17,8 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
+from checks._gaussian_numba import gaussian_filter_zero
 from checks._surface_numba import (
     curvature_and_normals,
     mesh_areas,
@@ -113,8 +113,7 @@ def mask_surface(mask: np.ndarray, spacing_mm: tuple[float, float, float],
     verts = coords * np.asarray(spacing)
     if np.any(np.asarray(sigma_voxels) > 0):
         # curvature and normals from a smoother copy: the staircase would make them noisy
-        smoother = ndimage.gaussian_filter(raw, 2.0 * np.asarray(sigma_voxels, float),
-                                           mode="constant", truncate=3.0)
+        smoother = gaussian_filter_zero(raw, 2.0 * np.asarray(sigma_voxels, float), 3.0)
         verts = verts + _curvature_shift_mm(smoother, coords + inner, spacing, sigma_voxels)
     verts = verts + np.asarray(spacing) * (np.asarray(lo) - _MESH_PAD_VOXELS)
     tri, points, point_areas = mesh_areas(verts, np.ascontiguousarray(faces, dtype=np.int64))
@@ -137,7 +136,7 @@ def _smoothed(raw: np.ndarray, sigma_voxels) -> tuple[np.ndarray, float]:
         sigma = base * factor
         if not np.any(sigma > 0):
             break
-        field = ndimage.gaussian_filter(raw, sigma, mode="constant", truncate=3.0)
+        field = gaussian_filter_zero(raw, sigma, 3.0)
         kept = int(np.count_nonzero(field >= 0.5))
         if abs(kept - n_inside) <= 0.1 * n_inside and float(field[inside].min()) >= 0.2:
             return field, sigma
