@@ -443,14 +443,17 @@ def _grad(f, i, j, k, axis, h):
 
 
 @numba.njit(cache=True, nogil=True)
-def _unit_normals(f, h):
-    """-grad f / (|grad f| + 1e-12) at every node (Z, Y, X, 3), :func:`numpy.gradient`'s
-    central differences (one-sided at the array edges), taken in float64."""
+def _unit_normals(f, h, needed):
+    """-grad f / (|grad f| + 1e-12) at the ``needed`` nodes of (Z, Y, X, 3) (the others are
+    left unset), :func:`numpy.gradient`'s central differences (one-sided at the array
+    edges), taken in float64."""
     nz, ny, nx = f.shape
     out = np.empty((nz, ny, nx, 3))
     for i in range(nz):
         for j in range(ny):
             for k in range(nx):
+                if not needed[i, j, k]:
+                    continue
                 g0 = _grad(f, i, j, k, 0, h)
                 g1 = _grad(f, i, j, k, 1, h)
                 g2 = _grad(f, i, j, k, 2, h)
@@ -459,6 +462,38 @@ def _unit_normals(f, h):
                 out[i, j, k, 1] = -g1 / norm
                 out[i, j, k, 2] = -g2 / norm
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _nodes_needed(shape, coords):
+    """The nodes whose normal the vertices at ``coords`` read: every interpolation corner
+    of non-zero weight and its six neighbours (the divergence's differences)."""
+    nz, ny, nx = shape
+    needed = np.zeros((nz, ny, nx), np.bool_)
+    for v in range(coords.shape[0]):
+        z0 = int(math.floor(coords[v, 0]))
+        y0 = int(math.floor(coords[v, 1]))
+        x0 = int(math.floor(coords[v, 2]))
+        fz, fy, fx = coords[v, 0] - z0, coords[v, 1] - y0, coords[v, 2] - x0
+        for dz in range(2):
+            wz = fz if dz else 1.0 - fz
+            i = min(max(z0 + dz, 0), nz - 1)
+            for dy in range(2):
+                wy = fy if dy else 1.0 - fy
+                j = min(max(y0 + dy, 0), ny - 1)
+                for dx in range(2):
+                    wx = fx if dx else 1.0 - fx
+                    if wz * wy * wx == 0.0:
+                        continue
+                    k = min(max(x0 + dx, 0), nx - 1)
+                    needed[i, j, k] = True
+                    needed[max(i - 1, 0), j, k] = True
+                    needed[min(i + 1, nz - 1), j, k] = True
+                    needed[i, max(j - 1, 0), k] = True
+                    needed[i, min(j + 1, ny - 1), k] = True
+                    needed[i, j, max(k - 1, 0)] = True
+                    needed[i, j, min(k + 1, nx - 1)] = True
+    return needed
 
 
 @numba.njit(cache=True, nogil=True)
@@ -476,14 +511,14 @@ def _divergence(normal, i, j, k, h):
 
 @numba.njit(cache=True, nogil=True)
 def _curvature_and_normals(f, coords, h):
-    # the normals of every node once (a sequential pass), then per vertex its weighted
-    # corners: a vertex of a marching-cubes mesh (in voxel units) lies on a cell edge, so
-    # only two of the eight corners carry weight
+    # the normals of the nodes the vertices read, once (a sequential pass), then per vertex
+    # its weighted corners: a vertex of a marching-cubes mesh (in voxel units) lies on a
+    # cell edge, so only two of the eight corners carry weight
     nv = coords.shape[0]
     mean_curv = np.empty(nv)
     normals = np.empty((nv, 3))
     nz, ny, nx = f.shape
-    normal = _unit_normals(f, h)
+    normal = _unit_normals(f, h, _nodes_needed(f.shape, coords))
     for v in range(nv):
         z0 = int(math.floor(coords[v, 0]))
         y0 = int(math.floor(coords[v, 1]))
