@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import ndimage
 
 from checks._apl import added_path_length
 from checks._surface_deepmind import deepmind_surface_distances
@@ -339,9 +338,21 @@ def _surface_distances(ref, pred, spacing, method, pool: ThreadPoolExecutor, gri
 
 
 def _centroid_distance_mm(grid: Volume, ref: np.ndarray, pred: np.ndarray) -> float:
-    c_ref = np.asarray(ndimage.center_of_mass(ref)) * np.asarray(grid.spacing)
-    c_pred = np.asarray(ndimage.center_of_mass(pred)) * np.asarray(grid.spacing)
+    c_ref = _centroid_voxels(ref) * np.asarray(grid.spacing)
+    c_pred = _centroid_voxels(pred) * np.asarray(grid.spacing)
     return float(np.linalg.norm(c_ref - c_pred))  # rotation-invariant: direction not needed
+
+
+def _centroid_voxels(mask: np.ndarray) -> np.ndarray:
+    """Centre of mass (voxel indices) of a non-empty boolean mask: per axis, the voxel count
+    of each index (a projection) times the index, summed in integers, over the voxel count.
+    The same numbers as :func:`scipy.ndimage.center_of_mass` (its float sums of whole
+    numbers are exact too), without its three full-size float products."""
+    total = np.count_nonzero(mask)
+    return np.array([
+        np.dot(np.count_nonzero(mask, axis=tuple(b for b in range(3) if b != a)),
+               np.arange(mask.shape[a])) / total
+        for a in range(3)])
 
 
 def _empty_result(method, tolerance_mm, empty, apl_mm, removed_mm, ref_len_mm, n_ref, n_pred,

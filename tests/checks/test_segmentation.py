@@ -307,3 +307,16 @@ def test_single_voxels_and_thin_sheets_keep_their_surface(method):
     same = compare_masks(Volume(sheet, ISO_MM), Volume(sheet.copy(), ISO_MM), method=method)
     assert (same.dice, same.surface_dice) == (1.0, 1.0)
     assert same.surface_area_ref_mm2 > 2 * 13 * 13  # both faces of the 14 x 14 mm sheet
+
+
+def test_centroid_distance_is_scipys_centre_of_mass_distance():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    spacing = (2.5, 0.98, 0.7)
+    for _ in range(5):
+        a, b = (rng.random((9, 14, 17)) > 0.6 for _ in range(2))
+        expected = np.linalg.norm((np.asarray(ndimage.center_of_mass(a))
+                                   - np.asarray(ndimage.center_of_mass(b))) * spacing)
+        got = compare_masks(Volume(a, spacing), Volume(b, spacing)).centroid_distance_mm
+        assert got == pytest.approx(expected, rel=1e-12)
