@@ -95,7 +95,7 @@ def _slice_segments(mask: np.ndarray, spacing_yx: np.ndarray, sigma_voxels: floa
     if sigma_voxels > 0:  # sigma 0 along z: each slice smoothed on its own
         stack = gaussian_filter_zero(stack, (0.0, sigma_voxels, sigma_voxels), 3.0)
     z, start, end = marching_squares_segments(stack, 0.5)
-    keep = np.any(start != end, axis=1)
+    keep = (start[:, 0] != end[:, 0]) | (start[:, 1] != end[:, 1])  # not np.any(axis=1): slow
     return z[keep], (start[keep] - 3.0) * spacing_yx, (end[keep] - 3.0) * spacing_yx
 
 

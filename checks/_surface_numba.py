@@ -309,8 +309,25 @@ def marching_squares_segments(stack: np.ndarray, level: float = 0.5
     defaults (``fully_connected="low"``, ``positive_orientation="low"``) before it assembles
     them into polylines (degenerate, zero-length segments included).
     """
-    field = np.ascontiguousarray(stack, dtype=np.float64)
+    field = np.ascontiguousarray(stack)  # float32 values are widened as read: same numbers
+    if field.dtype not in (np.float32, np.float64):
+        field = field.astype(np.float64)
     return _marching_squares(field, float(level))
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_sides(field, level):
+    """(Z, Y, 2) bool: row [z, y] has a value above ``level``; has one at or under it."""
+    nz, ny, nx = field.shape
+    sides = np.zeros((nz, ny, 2), np.bool_)
+    for z in range(nz):
+        for r in range(ny):
+            above = 0
+            for c in range(nx):
+                above += field[z, r, c] > level
+            sides[z, r, 0] = above > 0
+            sides[z, r, 1] = above < nx
+    return sides
 
 
 @numba.njit(cache=True, nogil=True)
@@ -325,15 +342,19 @@ def _marching_squares(field, level):
     zs = np.empty(cap, np.int64)
     seg = np.empty((cap, 4))
     n = 0
+    sides = _row_sides(field, level)
     for z in range(nz):
         for r0 in range(ny - 1):
             r1 = r0 + 1
+            # two rows wholly above, or wholly at or under, the level: no crossed square
+            if not ((sides[z, r0, 0] or sides[z, r1, 0]) and (sides[z, r0, 1] or sides[z, r1, 1])):
+                continue
             for c0 in range(nx - 1):
                 c1 = c0 + 1
-                ul = field[z, r0, c0]
-                ur = field[z, r0, c1]
-                ll = field[z, r1, c0]
-                lr = field[z, r1, c1]
+                ul = np.float64(field[z, r0, c0])
+                ur = np.float64(field[z, r0, c1])
+                ll = np.float64(field[z, r1, c0])
+                lr = np.float64(field[z, r1, c1])
                 code = 0
                 if ul > level:
                     code += 1
@@ -564,17 +585,34 @@ def segments_within(points_zyx: np.ndarray, seg_z: np.ndarray, starts_yx: np.nda
         return near
     starts = np.ascontiguousarray(starts_yx, dtype=np.float64)
     ends = np.ascontiguousarray(ends_yx, dtype=np.float64)
-    lo = np.minimum(starts.min(axis=0), ends.min(axis=0))
-    hi = np.maximum(starts.max(axis=0), ends.max(axis=0))
+    lo, hi, mean_side = _segment_extent(starts, ends)
     z_lo = int(seg_z.min())
     n_slices = int(seg_z.max()) - z_lo + 1
-    cell = max(float(tolerance_mm), float(np.mean(np.abs(ends - starts).max(axis=1))), 1e-6)
+    cell = max(float(tolerance_mm), mean_side, 1e-6)
     while n_slices * np.prod(np.floor((hi - lo) / cell) + 1) > _MAX_CELLS:
         cell *= 1.5
     dims = np.array([n_slices, *(np.floor((hi - lo) / cell) + 1)], dtype=np.int64)
     return _segments_within(np.ascontiguousarray(points_zyx, dtype=np.float64),
                             seg_z.astype(np.int64) - z_lo, z_lo, starts, ends, lo, cell, dims,
                             float(tolerance_mm))
+
+
+@numba.njit(cache=True, nogil=True)
+def _segment_extent(starts, ends):
+    """Bounding box (lo, hi) of the segments (S, 2) and the mean of their larger box side
+    (one compiled pass: NumPy's reductions over rows of two values are slow)."""
+    lo = np.full(2, np.inf)
+    hi = np.full(2, -np.inf)
+    total = 0.0
+    for s in range(starts.shape[0]):
+        side = 0.0
+        for a in range(2):
+            u, v = starts[s, a], ends[s, a]
+            lo[a] = min(lo[a], u, v)
+            hi[a] = max(hi[a], u, v)
+            side = max(side, abs(v - u))
+        total += side
+    return lo, hi, total / max(starts.shape[0], 1)
 
 
 @numba.njit(cache=True, nogil=True)
