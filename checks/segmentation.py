@@ -32,6 +32,7 @@ from typing import Literal
 import numpy as np
 
 from checks._apl import added_path_length
+from checks._mask_numba import planes_touched
 from checks._surface_deepmind import deepmind_surface_distances
 from checks._surface_mesh import SMOOTHING_SIGMA_VOXELS, distances_to_surface, mask_surface
 from qa.volume import Volume, require_same_grid, resample_like, same_grid
@@ -295,15 +296,16 @@ def _binary(volume: Volume, name: str) -> np.ndarray:
 def _union_box(ref: np.ndarray, pred: np.ndarray) -> tuple[slice, slice, slice] | None:
     """The union's bounding box plus ``_CROP_MARGIN_VOXELS`` (clipped to the grid), or None
     when both masks are empty."""
-    # per-axis occupancy from one z profile and one (y, x) projection of each mask (no
-    # full-size union array: the masks can be whole CT grids)
-    plane = ref.any(axis=0) | pred.any(axis=0)
-    if not plane.any():
+    # the z planes touched (one compiled pass over both masks), then one (y, x) projection
+    # of that slab only: no full-size union array (the masks can be whole CT grids)
+    planes = planes_touched(ref, pred)
+    z = np.flatnonzero(planes)
+    if len(z) == 0:
         return None
-    profiles = (ref.any(axis=(1, 2)) | pred.any(axis=(1, 2)), plane.any(axis=1),
-                plane.any(axis=0))
+    slab = slice(int(z[0]), int(z[-1]) + 1)
+    plane = ref[slab].any(axis=0) | pred[slab].any(axis=0)
     box = []
-    for profile in profiles:
+    for profile in (planes, plane.any(axis=1), plane.any(axis=0)):
         idx = np.flatnonzero(profile)
         box.append(slice(max(int(idx[0]) - _CROP_MARGIN_VOXELS, 0),
                          int(idx[-1]) + 1 + _CROP_MARGIN_VOXELS))

@@ -170,3 +170,23 @@ def test_mesh_areas_equal_the_numpy_formulation():
     assert np.array_equal(got_tri, tri[keep])
     assert np.array_equal(got_points, verts[point_areas > 0])
     assert got_areas == pytest.approx(point_areas[point_areas > 0], rel=1e-12)
+
+
+def test_planes_touched_equals_numpy_for_word_and_byte_layouts():
+    from checks._mask_numba import planes_touched
+
+    rng = np.random.default_rng(9)
+    # (8, 16): planes of whole 64-bit words; (7, 9): bytes; a strided view; empty masks
+    for shape in [(5, 8, 16), (6, 7, 9), (4, 16, 24), (3, 8, 8)]:
+        for density in (0.0, 0.002, 0.3):
+            a = rng.random(shape) < density
+            b = rng.random(shape) < density / 2
+            expected = a.any(axis=(1, 2)) | b.any(axis=(1, 2))
+            np.testing.assert_array_equal(planes_touched(a, b), expected)
+            np.testing.assert_array_equal(planes_touched(a[:, :, ::2], b[:, :, ::2]),
+                                          a[:, :, ::2].any(axis=(1, 2))
+                                          | b[:, :, ::2].any(axis=(1, 2)))
+    lone = np.zeros((4, 8, 8), bool)
+    lone[2, 7, 7] = True  # the last bit of a plane's last word
+    np.testing.assert_array_equal(planes_touched(lone, np.zeros_like(lone)),
+                                  [False, False, True, False])
