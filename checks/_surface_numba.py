@@ -50,6 +50,8 @@ def point_mesh_distances(points_mm: np.ndarray, triangles_mm: np.ndarray) -> np.
     tri = np.ascontiguousarray(triangles_mm, dtype=np.float64)
     if len(points) == 0:
         return np.empty(0)
+    if len(tri) >= 2 ** 32:  # triangle numbers are stored as uint32
+        raise ValueError(f"{len(tri)} triangles: at most 2**32 - 1 are supported")
     lo, hi, mean_side = _mesh_box(tri)
     # cells about twice a triangle's bounding box: each triangle in a few cells
     cell = max(_CELL_FACTOR * mean_side, 1e-6)
@@ -92,7 +94,9 @@ def _bin_triangles(tri, lo, cell, dims):
                     counts[(i * ny + j) * nx + k + 1] += 1
     starts = np.cumsum(counts)
     fill = starts[:-1].copy()
-    items = np.empty(starts[-1], np.int64)
+    # unsigned indices: numba then skips the negative-index wraparound on every access in
+    # the search's inner loop (about 7 % of its time)
+    items = np.empty(starts[-1], np.uint32)
     for t in range(m):
         for i in range(box[t, 0], box[t, 3] + 1):
             for j in range(box[t, 1], box[t, 4] + 1):
@@ -261,13 +265,13 @@ def _distances_chunk(points, order, tri, lo, cell, dims, starts, items, bounds, 
                     for k in range(first, min(c2 + r, nx - 1) + 1, step):
                         if k < 0:
                             continue
-                        c = (i * ny + j) * nx + k
+                        c = np.uint64((i * ny + j) * nx + k)
                         if starts[c] == starts[c + 1]:
                             continue
                         # a cell farther than the best distance so far cannot hold a nearer
                         if _cell_gap2(p0, p1, p2, lo, cell, i, j, k) >= best:
                             continue
-                        for s in range(starts[c], starts[c + 1]):
+                        for s in range(np.uint64(starts[c]), np.uint64(starts[c + 1])):
                             t = items[s]
                             if stamp[t] == q:
                                 continue
