@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import logging
 import math
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+import numba
 import numpy as np
 
 from checks._apl import added_path_length
@@ -156,7 +157,9 @@ def compare_masks(reference: Volume, predicted: Volume, tolerance_mm: float = 2.
 
     The work is done on the union bounding box plus a 3-voxel margin (masks touching the
     grid edge are closed there), in two threads (surfaces, distance searches and APL side
-    by side; the results do not depend on the threads). The two surfaces of a large box
+    by side; the results do not depend on the threads), or in the calling thread alone when
+    its numba thread count is 1 (``numba.set_num_threads(1)``, as the engine's process-pool
+    workers set it). The two surfaces of a large box
     (``CONCURRENT_SURFACES_MAX_BYTES``) are built one after the other to bound the memory.
 
     References
@@ -206,7 +209,7 @@ def compare_masks(reference: Volume, predicted: Volume, tolerance_mm: float = 2.
     # reference surface, then one directed search; this thread the predicted surface, the
     # overlap and centroid, then the other search. The two surfaces are staggered so that
     # their marching cubes (which hold the GIL) do not overlap.
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with _helper_thread() as pool:
         apl_job = pool.submit(added_path_length, ref, pred, spacing, apl_tol,
                               sigma_voxels=SMOOTHING_SIGMA_VOXELS if method == "exact"
                               else 0.0)
@@ -312,7 +315,7 @@ def _union_box(ref: np.ndarray, pred: np.ndarray) -> tuple[slice, slice, slice] 
     return box[0], box[1], box[2]
 
 
-def _surface_distances(ref, pred, spacing, method, pool: ThreadPoolExecutor, grid: Volume):
+def _surface_distances(ref, pred, spacing, method, pool: Executor, grid: Volume):
     """Directed distances and areas of both surfaces, the overlap voxel count and the
     centroid distance, with ``pool`` (one worker, busy with the path length) as second
     thread."""
@@ -337,6 +340,28 @@ def _surface_distances(ref, pred, spacing, method, pool: ThreadPoolExecutor, gri
     d_pr = distances_to_surface(surf_p.points_mm, surf_r)
     d_rp = job.result()
     return d_rp, surf_r.point_areas_mm2, d_pr, surf_p.point_areas_mm2, inter, centroid_mm
+
+
+class _InlineExecutor(Executor):
+    """Runs each submitted call at once in the calling thread (a completed future)."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # raised by result(), as from a worker thread
+            future.set_exception(exc)
+        return future
+
+
+def _helper_thread() -> Executor:
+    """One worker thread beside the caller, or none when this thread's numba thread count
+    is capped to 1: the engine's process-pool workers share the cores that way
+    (:func:`qa.executors.cap_threads`), and a second thread per worker would only compete
+    for them. Same values either way."""
+    if numba.get_num_threads() < 2:
+        return _InlineExecutor()
+    return ThreadPoolExecutor(max_workers=1)
 
 
 def _centroid_distance_mm(grid: Volume, ref: np.ndarray, pred: np.ndarray) -> float:

@@ -320,3 +320,33 @@ def test_centroid_distance_is_scipys_centre_of_mass_distance():
                                    - np.asarray(ndimage.center_of_mass(b))) * spacing)
         got = compare_masks(Volume(a, spacing), Volume(b, spacing)).centroid_distance_mm
         assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_one_thread_when_numba_is_capped_to_one_same_values(monkeypatch):
+    import numba
+
+    import checks.segmentation as seg
+
+    ref, pred, a, b = _pair(ISO_MM, (30, 30, 30), 9.0, 10.0, (0.5, -0.4, 0.8))
+    threaded = compare_masks(a, b, 1.5)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        def no_threads(*args, **kwargs):
+            raise AssertionError("a helper thread was started")
+
+        monkeypatch.setattr(seg, "ThreadPoolExecutor", no_threads)
+        serial = compare_masks(a, b, 1.5)
+    finally:
+        numba.set_num_threads(previous)
+    assert serial == threaded or all(
+        (x == y) or (x != x and y != y)
+        for x, y in zip(serial.to_dict().values(), threaded.to_dict().values(), strict=True))
+
+
+def test_an_error_in_the_inline_executor_surfaces_at_result():
+    from checks.segmentation import _InlineExecutor
+
+    future = _InlineExecutor().submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        future.result()
