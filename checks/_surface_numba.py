@@ -490,34 +490,51 @@ def _unit_normals(f, h, needed):
 
 
 @numba.njit(cache=True, nogil=True)
+def _weighted_corners(coords, v, shape, corners, weights):
+    """The trilinear interpolation corners of point ``v`` that carry weight, in (z, y, x)
+    loop order, clamped to the grid: fills ``corners`` (8, 3) and ``weights`` (8,), returns
+    how many (two for a marching-cubes vertex, which lies on a cell edge)."""
+    nz, ny, nx = shape
+    z0 = int(math.floor(coords[v, 0]))
+    y0 = int(math.floor(coords[v, 1]))
+    x0 = int(math.floor(coords[v, 2]))
+    fz, fy, fx = coords[v, 0] - z0, coords[v, 1] - y0, coords[v, 2] - x0
+    n = 0
+    for dz in range(2):
+        wz = fz if dz else 1.0 - fz
+        for dy in range(2):
+            wy = fy if dy else 1.0 - fy
+            for dx in range(2):
+                wx = fx if dx else 1.0 - fx
+                w = wz * wy * wx
+                if w == 0.0:
+                    continue
+                corners[n, 0] = min(max(z0 + dz, 0), nz - 1)
+                corners[n, 1] = min(max(y0 + dy, 0), ny - 1)
+                corners[n, 2] = min(max(x0 + dx, 0), nx - 1)
+                weights[n] = w
+                n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
 def _nodes_needed(shape, coords):
     """The nodes whose normal the vertices at ``coords`` read: every interpolation corner
     of non-zero weight and its six neighbours (the divergence's differences)."""
     nz, ny, nx = shape
     needed = np.zeros((nz, ny, nx), np.bool_)
+    corners = np.empty((8, 3), np.int64)
+    weights = np.empty(8)
     for v in range(coords.shape[0]):
-        z0 = int(math.floor(coords[v, 0]))
-        y0 = int(math.floor(coords[v, 1]))
-        x0 = int(math.floor(coords[v, 2]))
-        fz, fy, fx = coords[v, 0] - z0, coords[v, 1] - y0, coords[v, 2] - x0
-        for dz in range(2):
-            wz = fz if dz else 1.0 - fz
-            i = min(max(z0 + dz, 0), nz - 1)
-            for dy in range(2):
-                wy = fy if dy else 1.0 - fy
-                j = min(max(y0 + dy, 0), ny - 1)
-                for dx in range(2):
-                    wx = fx if dx else 1.0 - fx
-                    if wz * wy * wx == 0.0:
-                        continue
-                    k = min(max(x0 + dx, 0), nx - 1)
-                    needed[i, j, k] = True
-                    needed[max(i - 1, 0), j, k] = True
-                    needed[min(i + 1, nz - 1), j, k] = True
-                    needed[i, max(j - 1, 0), k] = True
-                    needed[i, min(j + 1, ny - 1), k] = True
-                    needed[i, j, max(k - 1, 0)] = True
-                    needed[i, j, min(k + 1, nx - 1)] = True
+        for c in range(_weighted_corners(coords, v, shape, corners, weights)):
+            i, j, k = corners[c, 0], corners[c, 1], corners[c, 2]
+            needed[i, j, k] = True
+            needed[max(i - 1, 0), j, k] = True
+            needed[min(i + 1, nz - 1), j, k] = True
+            needed[i, max(j - 1, 0), k] = True
+            needed[i, min(j + 1, ny - 1), k] = True
+            needed[i, j, max(k - 1, 0)] = True
+            needed[i, j, min(k + 1, nx - 1)] = True
     return needed
 
 
@@ -542,31 +559,18 @@ def _curvature_and_normals(f, coords, h):
     nv = coords.shape[0]
     mean_curv = np.empty(nv)
     normals = np.empty((nv, 3))
-    nz, ny, nx = f.shape
     normal = _unit_normals(f, h, _nodes_needed(f.shape, coords))
+    corners = np.empty((8, 3), np.int64)
+    weights = np.empty(8)
     for v in range(nv):
-        z0 = int(math.floor(coords[v, 0]))
-        y0 = int(math.floor(coords[v, 1]))
-        x0 = int(math.floor(coords[v, 2]))
-        fz, fy, fx = coords[v, 0] - z0, coords[v, 1] - y0, coords[v, 2] - x0
         div = 0.0
         n0 = n1 = n2 = 0.0
-        for dz in range(2):
-            wz = fz if dz else 1.0 - fz
-            i = min(max(z0 + dz, 0), nz - 1)
-            for dy in range(2):
-                wy = fy if dy else 1.0 - fy
-                j = min(max(y0 + dy, 0), ny - 1)
-                for dx in range(2):
-                    wx = fx if dx else 1.0 - fx
-                    w = wz * wy * wx
-                    if w == 0.0:
-                        continue
-                    k = min(max(x0 + dx, 0), nx - 1)
-                    n0 += w * normal[i, j, k, 0]
-                    n1 += w * normal[i, j, k, 1]
-                    n2 += w * normal[i, j, k, 2]
-                    div += w * _divergence(normal, i, j, k, h)
+        for c in range(_weighted_corners(coords, v, f.shape, corners, weights)):
+            i, j, k, w = corners[c, 0], corners[c, 1], corners[c, 2], weights[c]
+            n0 += w * normal[i, j, k, 0]
+            n1 += w * normal[i, j, k, 1]
+            n2 += w * normal[i, j, k, 2]
+            div += w * _divergence(normal, i, j, k, h)
         mean_curv[v] = 0.5 * div
         norm = math.sqrt(n0 * n0 + n1 * n1 + n2 * n2) + 1e-12
         normals[v, 0] = n0 / norm
