@@ -160,21 +160,26 @@ def _point_triangle_d2(px, py, pz, tri, t):
 
 
 @numba.njit(cache=True, nogil=True)
-def _mesh_box(tri):
-    """Bounding box (lo, hi) of the triangles and the mean of their largest box side."""
-    lo = np.full(3, np.inf)
-    hi = np.full(3, -np.inf)
+def _mesh_box(simplices):
+    """Bounding box (lo, hi) of simplices (M, V, D) (triangles, segments) and the mean of
+    their largest box side, in one compiled pass (NumPy's reductions over rows of two or
+    three values are slow)."""
+    dims = simplices.shape[2]
+    lo = np.full(dims, np.inf)
+    hi = np.full(dims, -np.inf)
     total = 0.0
-    for t in range(tri.shape[0]):
+    for t in range(simplices.shape[0]):
         side = 0.0
-        for a in range(3):
-            vmin = min(tri[t, 0, a], tri[t, 1, a], tri[t, 2, a])
-            vmax = max(tri[t, 0, a], tri[t, 1, a], tri[t, 2, a])
+        for a in range(dims):
+            vmin = vmax = simplices[t, 0, a]
+            for v in range(1, simplices.shape[1]):
+                vmin = min(vmin, simplices[t, v, a])
+                vmax = max(vmax, simplices[t, v, a])
             lo[a] = min(lo[a], vmin)
             hi[a] = max(hi[a], vmax)
             side = max(side, vmax - vmin)
         total += side
-    return lo, hi, total / max(tri.shape[0], 1)
+    return lo, hi, total / max(simplices.shape[0], 1)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -593,7 +598,7 @@ def segments_within(points_zyx: np.ndarray, seg_z: np.ndarray, starts_yx: np.nda
         return near
     starts = np.ascontiguousarray(starts_yx, dtype=np.float64)
     ends = np.ascontiguousarray(ends_yx, dtype=np.float64)
-    lo, hi, mean_side = _segment_extent(starts, ends)
+    lo, hi, mean_side = _mesh_box(np.stack((starts, ends), axis=1))
     z_lo = int(seg_z.min())
     n_slices = int(seg_z.max()) - z_lo + 1
     cell = max(float(tolerance_mm), mean_side, 1e-6)
@@ -603,24 +608,6 @@ def segments_within(points_zyx: np.ndarray, seg_z: np.ndarray, starts_yx: np.nda
     return _segments_within(np.ascontiguousarray(points_zyx, dtype=np.float64),
                             seg_z.astype(np.int64) - z_lo, z_lo, starts, ends, lo, cell, dims,
                             float(tolerance_mm))
-
-
-@numba.njit(cache=True, nogil=True)
-def _segment_extent(starts, ends):
-    """Bounding box (lo, hi) of the segments (S, 2) and the mean of their larger box side
-    (one compiled pass: NumPy's reductions over rows of two values are slow)."""
-    lo = np.full(2, np.inf)
-    hi = np.full(2, -np.inf)
-    total = 0.0
-    for s in range(starts.shape[0]):
-        side = 0.0
-        for a in range(2):
-            u, v = starts[s, a], ends[s, a]
-            lo[a] = min(lo[a], u, v)
-            hi[a] = max(hi[a], u, v)
-            side = max(side, abs(v - u))
-        total += side
-    return lo, hi, total / max(starts.shape[0], 1)
 
 
 @numba.njit(cache=True, nogil=True)
