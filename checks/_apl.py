@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from checks._contour_numba import marching_squares_segments, segments_within
 from checks._gaussian_numba import gaussian_filter_zero
-from checks._surface_numba import marching_squares_segments, segments_within
 
 __all__ = ["PathLengths", "added_path_length"]
 
@@ -89,7 +89,7 @@ def _slice_segments(mask: np.ndarray, spacing_yx: np.ndarray, sigma_voxels: floa
     The segments :func:`skimage.measure.find_contours` joins into polylines (0.5 level of each
     slice, padded by 3 pixels, smoothed in-plane when ``sigma_voxels`` > 0), degenerate
     zero-length ones left out as it does; found for all slices at once by
-    :func:`checks._surface_numba.marching_squares_segments`.
+    :func:`checks._contour_numba.marching_squares_segments`.
     """
     stack = np.pad(mask.astype(np.float32), ((0, 0), (3, 3), (3, 3)))
     if sigma_voxels > 0:  # sigma 0 along z: each slice smoothed on its own

@@ -19,12 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from checks._gaussian_numba import gaussian_filter_zero
-from checks._surface_numba import (
-    curvature_and_normals,
-    mesh_areas,
-    mixed_cell_mask,
-    point_mesh_distances,
-)
+from checks._mesh_numba import curvature_and_normals, mesh_areas, mixed_cell_mask
+from checks._surface_numba import point_mesh_distances
 
 logger = logging.getLogger(__name__)
 

@@ -18,15 +18,9 @@ import pytest
 from scipy import ndimage
 from skimage.measure import find_contours, marching_cubes
 
-from checks._surface_numba import (
-    _point_triangle_d2,
-    curvature_and_normals,
-    marching_squares_segments,
-    mesh_areas,
-    mixed_cell_mask,
-    point_mesh_distances,
-    segments_within,
-)
+from checks._contour_numba import marching_squares_segments, segments_within
+from checks._mesh_numba import curvature_and_normals, mesh_areas, mixed_cell_mask
+from checks._surface_numba import _point_triangle_d2, point_mesh_distances
 
 
 def _brute_force_distances(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
