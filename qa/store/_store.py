@@ -9,39 +9,34 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-import pandas as pd
 import sqlalchemy as sa
 
 from checks.base import Measurement
 from qa.errors import QAInputError
-from qa.store import _frames, _ledger
+from qa.store import _ledger
 from qa.store import _schema as tables
 from qa.store._engine import default_url, make_engine, mask_url, resolve_url, upgrade_to_head
 from qa.store._json import to_json_text
 from qa.store._rows import aware, cases_of, verdict_row, where
 from qa.store._schema import CASE_STATUSES, FINISHED_STATUSES, PROTOCOL_KINDS
+from qa.store._store_governance import StoreGovernance
+from qa.store._store_reads import StoreReads, UnknownRunError
 
 __all__ = ["Store", "UnknownRunError"]
-
-if TYPE_CHECKING:
-    from qa.store._verify import VerifyResult
 
 logger = logging.getLogger(__name__)
 
 _MODEL_KEYS = ("name", "version", "adapter", "sha256")
 
 
-class UnknownRunError(KeyError):
-    """A run id that is not in the store (a :class:`KeyError` whose text reads plainly)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class Store:
+class Store(StoreReads, StoreGovernance):
     """Append-only store of QA runs, cases, measurements, verdicts, errors and JSON details.
+
+    This module holds the writes; the reads (:class:`qa.store._store_reads.StoreReads`) and
+    the baselines, approvals, audit events and chain checks
+    (:class:`qa.store._store_governance.StoreGovernance`) are mixed in.
 
     Parameters
     ----------
@@ -297,189 +292,7 @@ class Store:
             _ledger.chain(connection, "run_finish", [run_id], run_id)
         logger.info("run %s finished: %s", run_id, status)
 
-    def set_baseline(self, run_id: int, *, operator: str, reason: str,
-                     set_at: dt.datetime | None = None) -> int:
-        """Make the complete run ``run_id`` the active baseline of its protocol; return the
-        baseline id.
-
-        Append-only: the previous baseline of the protocol is kept (the new row's
-        ``previous_id`` names it). The model fingerprint (name, version, SHA-256) is copied
-        from the run. ``reason`` and ``operator`` are mandatory.
-
-        Raises
-        ------
-        ValueError
-            Blank reason or operator, a run that is not complete, or a run with errors.
-        UnknownRunError
-            No such run.
-        """
-        from qa.store._baselines import insert_baseline
-
-        set_at = aware(set_at, "set_at")
-        with self._write_connection() as connection:
-            try:
-                baseline_id = insert_baseline(connection, run_id, operator=operator,
-                                              reason=reason, set_at=set_at)
-            except KeyError:
-                raise self._unknown(run_id) from None
-            _ledger.chain(connection, "baselines", [baseline_id], run_id)
-            row = connection.execute(sa.select(tables.baselines).where(
-                tables.baselines.c.id == baseline_id)).one()
-            self._audit(connection, action="baseline_set", operator=operator, reason=reason,
-                        run_id=run_id, protocol_name=row.protocol_name,
-                        target=f"baseline {baseline_id}", at=set_at,
-                        details={"baseline_id": baseline_id, "previous_id": row.previous_id,
-                                 "model_name": row.model_name,
-                                 "model_version": row.model_version,
-                                 "model_sha256": row.model_sha256})
-        logger.info("baseline %d set: run %d", baseline_id, run_id)
-        return baseline_id
-
-    def baselines(self, protocol_name: str | None = None) -> pd.DataFrame:
-        """Every baseline, oldest first (columns ``qa.store.BASELINE_COLUMNS`` + ``active``)."""
-        from qa.store._baselines import baselines_frame
-
-        with self._engine.connect() as connection:
-            return baselines_frame(connection, protocol_name)
-
-    def active_baseline(self, protocol_name: str) -> dict[str, Any] | None:
-        """The most recent baseline of ``protocol_name`` (keys ``BASELINE_COLUMNS``), or None."""
-        from qa.store._baselines import active_baseline
-
-        with self._engine.connect() as connection:
-            return active_baseline(connection, protocol_name)
-
-    def approve_run(self, run_id: int, *, operator: str, reason: str,
-                    at: dt.datetime | None = None) -> int:
-        """Record that ``operator`` approved the finished run ``run_id``, and why; return the
-        audit event id. The run is not changed (append-only): the approval is an event.
-
-        Raises
-        ------
-        ValueError
-            Blank reason or operator, or a run that is still running.
-        UnknownRunError
-            No such run.
-        """
-        from qa.store._audit import require_reason
-
-        reason, operator = require_reason("run_approved", reason, operator)
-        with self._write_connection() as connection:
-            run = connection.execute(sa.select(tables.runs).where(
-                tables.runs.c.id == run_id)).first()
-            if run is None:
-                raise self._unknown(run_id)
-            if run.status == "running":
-                raise ValueError(f"run {run_id} is still running; approve it once it has "
-                                 "finished (`qa runs` shows its status)")
-            event_id = self._audit(
-                connection, action="run_approved", operator=operator, reason=reason,
-                run_id=run_id, protocol_name=run.protocol_name, target=f"run {run_id}",
-                at=aware(at, "at"),
-                details={"status": run.status, "exit_code": run.exit_code,
-                         "protocol_hash": run.protocol_hash, "model_sha256": run.model_sha256})
-        logger.info("run %d approved by %s", run_id, operator)
-        return event_id
-
-    def audit_events(self, protocol_name: str | None = None,
-                     run_id: int | None = None) -> pd.DataFrame:
-        """Audit events (who, what, why), oldest first; columns ``qa.store.AUDIT_COLUMNS``."""
-        from qa.store._audit import audit_frame
-
-        with self._engine.connect() as connection:
-            return audit_frame(connection, protocol_name, run_id)
-
-    def verify(self, anchors: Iterable[str] = ()) -> VerifyResult:
-        """Re-check the SHA-256 chain of the whole store (``qa verify``).
-
-        Returns a :class:`~qa.store.VerifyResult`: ``ok``, ``head_hash`` (print it, keep it:
-        a later ``verify(anchors=[head_hash])`` proves the chain still extends it), and one
-        :class:`~qa.store.ChainProblem` per record changed, removed or written behind the
-        store's back, and per ledger entry removed, changed or out of order.
-        """
-        from qa.store._verify import verify_chain
-
-        return verify_chain(self._engine, anchors)
-
-    def run_anchor(self, run_id: int) -> dict[str, Any] | None:
-        """The ledger entry that chained this run's finish: ``{"seq", "hash"}``, or None.
-
-        A report prints this hash rather than the store's head: it is fixed once the run is
-        finished, so the same run renders the same report however many runs follow, and
-        ``qa verify --anchor HASH`` later proves the store still holds the run's history.
-        None while the run is unfinished or in a store written before the chain existed.
-        """
-        ledger = tables.ledger
-        query = (sa.select(ledger.c.seq, ledger.c.hash)
-                 .where(ledger.c.table_name == "run_finish", ledger.c.run_id == run_id)
-                 .order_by(ledger.c.seq.desc()).limit(1))
-        with self._engine.connect() as connection:
-            row = connection.execute(query).first()
-        return None if row is None else {"seq": int(row.seq), "hash": str(row.hash)}
-
-    # ------------------------------------------------------------------------------ reads
-
-    def runs(self) -> pd.DataFrame:
-        """All runs, oldest first; columns :data:`qa.store.RUN_COLUMNS`."""
-        with self._engine.connect() as connection:
-            return _frames.runs_frame(connection)
-
-    def run(self, run_id: int) -> dict[str, Any]:
-        """One run as a dict (keys :data:`qa.store.RUN_COLUMNS`, JSON decoded)."""
-        with self._engine.connect() as connection:
-            row = connection.execute(
-                sa.select(tables.runs).where(tables.runs.c.id == run_id)).first()
-        if row is None:
-            raise self._unknown(run_id)
-        return _frames.run_record(row)
-
-    def cases(self, run_id: int) -> pd.DataFrame:
-        """case_id, position, status, then one column per attribute, by position."""
-        return self._read(_frames.cases_frame, run_id)
-
-    def measurements(self, run_id: int, check_id: str | None = None) -> pd.DataFrame:
-        """Measurements by case position, check_id, metric, label (NaN where NULL)."""
-        return self._read(_frames.measurements_frame, run_id, check_id)
-
-    def verdicts(self, run_id: int) -> pd.DataFrame:
-        """Per-case verdicts by case position, then cohort verdicts."""
-        return self._read(_frames.verdicts_frame, run_id)
-
-    def errors(self, run_id: int) -> pd.DataFrame:
-        """Errors by case position (run-level last), then in recording order."""
-        return self._read(_frames.errors_frame, run_id)
-
-    def details(self, run_id: int, check_id: str | None = None,
-                name: str | None = None) -> pd.DataFrame:
-        """JSON details (``payload`` decoded) by case position, check_id, name."""
-        return self._read(_frames.details_frame, run_id, check_id, name)
-
-    def validations(self, run_id: int) -> pd.DataFrame:
-        """Data validations in recording order (``statistics``, ``result`` decoded)."""
-        return self._read(_frames.validations_frame, run_id)
-
-    def export(self, run_id: int, path: str | Path,
-               format: Literal["csv", "parquet"] = "csv") -> list[Path]:
-        """Write the run's tables into the folder ``path``, one file per table.
-
-        See :func:`qa.store.export_run` for the files and their encoding.
-        """
-        from qa.store._export import export_run
-
-        return export_run(self, run_id, path, format)
-
     # ---------------------------------------------------------------------------- helpers
-
-    def _unknown(self, run_id: int) -> UnknownRunError:
-        return UnknownRunError(f"run {run_id} not found in store {self._url_shown}; "
-                               "`qa runs` lists them")
-
-    def _read(self, reader: Any, run_id: int, *args: Any) -> pd.DataFrame:
-        with self._engine.connect() as connection:
-            query = sa.select(tables.runs.c.id).where(tables.runs.c.id == run_id)
-            if connection.execute(query).first() is None:
-                raise self._unknown(run_id)
-            return reader(connection, run_id, *args)
 
     @contextmanager
     def _writing(self, run_id: int, case_ids: Iterable[str] = ()) -> Iterator[sa.Connection]:
