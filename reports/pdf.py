@@ -11,8 +11,14 @@ into the page, and it is printed again (repeated until the numbers are stable, a
 
 Determinism: Chromium stamps ``/CreationDate`` and ``/ModDate`` with the wall clock; they are
 replaced by the run's own time (same byte length, so the cross-reference table stays valid).
-The same HTML printed by the same Chromium build with the same fonts then gives the same bytes;
-another Chromium version or font set may lay the pages out differently (the text is the same).
+The tagged PDF's structure elements carry Chromium's DOM node numbers as IDs
+(``/ID (node00000015)``, referenced by table cells' ``/Headers`` and the ``/IDTree``); those
+numbers depend on how many nodes the renderer created before, which varies from one print to
+the next (seen: every ID shifted by one in 2 prints out of 16 on a loaded machine). They are
+renumbered by rank (1, 2, ...; same width, same order, so the ID tree stays sorted and the
+byte length unchanged). The same HTML printed by the same Chromium build with the same fonts
+then gives the same bytes; another Chromium version or font set may lay the pages out
+differently (the text is the same).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ logger = logging.getLogger(__name__)
 #: Most print passes to settle the table of contents' page numbers.
 MAX_PASSES = 3
 _DATE = re.compile(rb"(/(?:CreationDate|ModDate) \(D:)\d{14}[+-]\d\d'\d\d'")
+_NODE_ID = re.compile(rb"\(node(\d{8})\)")
 _FOOTER = (
     '<div style="font-family: \'DejaVu Sans\', Arial, sans-serif; font-size: 7pt; '
     'color: #333; width: 100%; margin: 0 12mm; display: flex; '
@@ -210,6 +217,7 @@ def render_pdf(html_path: str | Path, pdf_path: str | Path, *, footer_label: str
         else:
             logger.warning("%s: table of contents page numbers did not settle after %d passes",
                            html_path, MAX_PASSES)
+    data = _renumber_node_ids(data)
     if fixed_time is not None:
         data = _stamp(data, fixed_time)
     out.write_bytes(data)
@@ -305,6 +313,26 @@ def _stamp(pdf: bytes, when: datetime) -> bytes:
         when = when.astimezone(timezone.utc)
     stamp = when.strftime("%Y%m%d%H%M%S").encode("ascii") + b"+00'00'"
     return _DATE.sub(lambda m: m.group(1) + stamp, pdf)
+
+
+def _renumber_node_ids(pdf: bytes) -> bytes:
+    """Replace the structure elements' DOM node IDs by their rank (same width and order).
+
+    Only the numbers declared as an element's ``/ID`` are renumbered, wherever they appear as
+    a string ``(nodeNNNNNNNN)`` (the element itself, ``/Headers`` of table cells, the
+    ``/IDTree``); a rank-preserving map keeps the ID tree's keys sorted, as the PDF name tree
+    requires (ISO 32000-1, 7.9.6).
+    """
+    declared = sorted({int(n) for n in re.findall(rb"/ID \(node(\d{8})\)", pdf)})
+    rank = {number: i for i, number in enumerate(declared, start=1)}
+
+    def renumber(match: re.Match[bytes]) -> bytes:
+        number = int(match.group(1))
+        if number not in rank:
+            return match.group(0)
+        return b"(node%08d)" % rank[number]
+
+    return _NODE_ID.sub(renumber, pdf)
 
 
 def _pdf_name(raw: bytes) -> str:

@@ -3,7 +3,8 @@ poppler's ``pdftoppm``, its text read back with ``pdftotext``.
 
 Checks: one PNG per PDF page; the first page states the decision; every page has its footer
 ``page N / M``; the table of contents' page numbers are the pages where the sections start;
-the creation date is the run's own time, so printing the same run twice gives the same bytes.
+the creation date is the run's own time and the tagged structure's node IDs are renumbered,
+so printing the same run twice gives the same bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ import pytest
 
 from qa.cli import main
 from qa.store import Store
-from reports.pdf import ChromiumNotFoundError, render_pdf, render_run_pdf, section_pages
+from reports.pdf import (
+    ChromiumNotFoundError,
+    _renumber_node_ids,
+    render_pdf,
+    render_run_pdf,
+    section_pages,
+)
 
 
 def _pages_text(pdf: Path) -> list[str]:
@@ -101,6 +108,28 @@ def test_without_chromium_the_pdf_fails_with_what_to_install(dicom_run, monkeypa
                  "--out", str(tmp_path / "r.pdf"), "--format", "pdf"])
     assert code == 40
     assert "QA_CHROMIUM" in capsys.readouterr().err
+
+
+def _tagged(first_id: int, gap: int) -> bytes:
+    """A tagged-PDF fragment as Chromium writes it: two elements, a header reference, the ID
+    tree with its limits, and an outline title that merely looks like an ID."""
+    a, b = b"node%08d" % first_id, b"node%08d" % (first_id + gap)
+    return (b"10 0 obj\n<</S /TH\n/ID (" + a + b")>>\nendobj\n"
+            b"11 0 obj\n<</S /TD\n/A [<</O /Table\n/Headers [(" + a + b")]>>]\n/ID ("
+            + b + b")>>\nendobj\n12 0 obj\n<</Limits [(" + a + b") (" + b + b")]\n/Names [("
+            + a + b") 10 0 R (" + b + b") 11 0 R]>>\nendobj\n"
+            b"13 0 obj\n<</Title (node00000007)>>\nendobj\n")
+
+
+def test_structure_node_ids_are_renumbered_by_rank_whatever_chromium_counted():
+    # Chromium numbered the same elements 14 and 20 in one print, 15 and 21 in the next
+    first, second = _renumber_node_ids(_tagged(14, 6)), _renumber_node_ids(_tagged(15, 6))
+    assert first == second
+    assert len(first) == len(_tagged(14, 6))  # the cross-reference offsets stay valid
+    assert b"/Names [(node00000001) 10 0 R (node00000002) 11 0 R]" in first  # still sorted
+    assert b"/Limits [(node00000001) (node00000002)]" in first
+    assert b"/Headers [(node00000001)]" in first
+    assert b"/Title (node00000007)" in first  # not an element's ID: left as written
 
 
 def _first_difference(a: bytes, b: bytes) -> str:
