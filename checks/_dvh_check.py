@@ -71,27 +71,39 @@ class DVHCheck(Check):
     Options: ClassVar[type] = DVHOptions
 
     def run(self, inputs: dict[str, Any]) -> CheckOutput:
-        """Measurements for one case from ``{"reference", "evaluated", "structures"}``."""
+        """Measurements for one case from ``{"reference", "evaluated", "structures"}``.
+
+        A structure that cannot be evaluated (its mask does not read, is not binary, or has
+        no voxel on the dose grid) gets NaN rows and a problem in
+        :attr:`CheckOutput.problems` (recorded by the engine as an error of the case); the
+        other structures are evaluated. A bad dose or prescription fails the whole case.
+        """
         self.require_inputs(inputs)
         opts = self.options
         ref, ev, structures = inputs["reference"], inputs["evaluated"], inputs["structures"]
         curves = {}
         try:
-            # each structure's weights are computed once, for its metrics and its curves
             rx = _check_prescription(opts.prescription_gy)
             ev_on_ref = _aligned(ref, ev)
-            diffs = []
-            for name, mask in structures.items():
-                weights = structure_weights(mask, ref, name)
-                diffs.append(_difference(ref, ev_on_ref, weights, name, rx, opts.v_levels_gy))
-                curves[name] = _curves(ref, ev_on_ref, weights)
             mae, n_mae = high_dose_mae(ref, ev_on_ref, prescription_gy=opts.prescription_gy)
         except DVHInputError as exc:
             if exc.input_name in ("reference", "evaluated"):
                 raise ValueError(f"input {exc.input_name!r}: {exc}") from exc
             raise QAInputError(str(exc), check=self.name, field=exc.input_name) from exc
         rows = [Measurement("dose_mae_percent_rx", mae, "%")]
-        for d in diffs:
+        diffs, problems, not_evaluated = [], [], []
+        for name in structures:
+            try:
+                # each structure's weights are computed once, for its metrics and its curves
+                weights = structure_weights(structures[name], ref, name)
+            except (DVHInputError, QAInputError) as exc:
+                problems.append(_structure_problem(name, exc, self.name))
+                not_evaluated.append(name)
+                rows += _not_evaluated(name, opts.v_levels_gy)
+                continue
+            d = _difference(ref, ev_on_ref, weights, name, rx, opts.v_levels_gy)
+            diffs.append(d)
+            curves[name] = _curves(ref, ev_on_ref, weights)
             for key in _KEYS:
                 rows.append(Measurement(f"{key}_diff_gy", d.diff_gy[key], "Gy", d.structure))
                 rows.append(Measurement(f"{key}_diff_percent_rx", d.diff_percent_rx[key], "%",
@@ -110,7 +122,27 @@ class DVHCheck(Check):
                                  "d0_03cc": d.evaluated.d0_03cc_gy},
                 "volume_cc": d.reference.volume_cc} for d in diffs},
         }
-        return CheckOutput(measurements=tuple(rows), details=_clean(details))
+        details["not_evaluated"] = not_evaluated
+        return CheckOutput(measurements=tuple(rows), details=_clean(details),
+                           problems=tuple(problems))
+
+
+def _not_evaluated(name: str, v_levels_gy: tuple[float, ...]) -> list[Measurement]:
+    """NaN rows of a structure that could not be evaluated (same metrics and labels)."""
+    rows = [Measurement(f"{key}_diff_{suffix}", math.nan, unit, name)
+            for key in _KEYS for suffix, unit in (("gy", "Gy"), ("percent_rx", "%"))]
+    return rows + [Measurement("v_diff_percent", math.nan, "%", f"{name}@{level:g}gy")
+                   for level in v_levels_gy]
+
+
+def _structure_problem(name: str, exc: Exception, check: str) -> QAInputError:
+    """The problem of one structure: a mask that did not read keeps its file and role; a
+    mask that is not binary or has no voxel on the dose grid names the structures input."""
+    suffix = " (not evaluated on this case; the other structures are)"
+    if isinstance(exc, QAInputError):
+        return type(exc)(exc.message + suffix, check=check, path=exc.path,
+                         field=exc.field or name, role=exc.role)
+    return QAInputError(f"input 'structures': {exc}{suffix}", check=check, field=name)
 
 
 def _curves(ref, ev_on_ref, weights: np.ndarray) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from checks.base import Check, CheckOutput, Measurement, MetricInfo, Slot
 from qa.errors import QAInputError
 from qa.io.rtstruct import normalise_roi_name
 from qa.jsonsafe import json_safe
-from qa.volume import GridMismatchError, Volume, same_grid
+from qa.volume import Volume, same_grid
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +162,18 @@ class SegmentationCheck(Check):
         map does, the structure is listed in ``details["not_applicable"]`` so the engine
         grades nothing for it on this case).
         Extra evaluated structures are counted and listed in the details.
+
+        A structure that cannot be compared (its mask does not read, is not binary, or lies
+        on another grid with ``resample`` off) gets NaN metric rows, ``status: error`` and its
+        message in the details (``not_compared``), and a problem in
+        :attr:`CheckOutput.problems` that the engine records as an error of the case; the
+        other structures are compared as usual.
+
+        Raises
+        ------
+        QAInputError
+            A structure-set input is absent, or two structures of one set match the same
+            requested name (the whole case: which one to compare is unknown).
         """
         from checks.segmentation import compare_masks
 
@@ -186,24 +198,42 @@ class SegmentationCheck(Check):
         rows: list[Measurement] = []
         per_structure: dict[str, Any] = {}
         overlays: dict[str, Any] = {}
+        problems: list[QAInputError] = []
+        not_applicable: list[str] = []
         for name in requested:
             missing_ref, missing_eval = name not in in_ref, name not in in_eval
             rows += [Measurement("missing_reference", float(missing_ref), "1", name),
                      Measurement("missing_evaluated", float(missing_eval), "1", name)]
             if missing_ref:
                 per_structure[name] = {"status": "missing_reference"}
+                # in neither set (a prostate for a female patient; an empty evaluated mask
+                # counts as absent, as a label map holds every label): no verdict this case
+                try:
+                    absent = missing_eval or not np.any(_bool(eval_set[in_eval[name]]))
+                except (QAInputError, ValueError) as exc:
+                    problems.append(_structure_problem(name, exc, {"evaluated": in_eval[name]}))
+                    absent = False
+                if absent:
+                    not_applicable.append(name)
                 continue
-            reference = ref_set[in_ref[name]]
-            evaluated = (eval_set[in_eval[name]] if not missing_eval
-                         else reference.with_array(np.zeros(reference.shape, bool)))
+            names = {"reference_name": in_ref[name], "evaluated_name": in_eval.get(name)}
             try:
+                reference = ref_set[in_ref[name]]
+                evaluated = (eval_set[in_eval[name]] if not missing_eval
+                             else reference.with_array(np.zeros(reference.shape, bool)))
                 result = compare_masks(reference, evaluated, opts.tolerance_mm,
                                        method=opts.method, percentile=opts.percentile,
                                        resample=opts.resample)
-            except GridMismatchError as exc:
-                raise GridMismatchError(f"input 'evaluated': structure {name!r}: {exc}") from exc
-            except ValueError as exc:
-                raise QAInputError(f"structure {name!r}: {exc}", check=self.name) from exc
+            except (QAInputError, ValueError) as exc:  # this structure only: NaN rows
+                problem = _structure_problem(name, exc, {"reference": in_ref[name],
+                                                         "evaluated": in_eval.get(name)})
+                problems.append(problem)
+                rows += [Measurement(metric, math.nan, unit, name)
+                         for metric, (_f, unit, _d, _b) in _PER_STRUCTURE.items()]
+                rows += [Measurement(flag, math.nan, "1", name)
+                         for flag in ("empty_reference", "empty_evaluated")]
+                per_structure[name] = {"status": "error", **names, "error": problem.message}
+                continue
             for metric, (field, unit, _d, _b) in _PER_STRUCTURE.items():
                 rows.append(Measurement(metric, getattr(result, field), unit, name))
             rows += [Measurement("empty_reference",
@@ -216,8 +246,7 @@ class SegmentationCheck(Check):
                                                  _bool(reference), _bool(evaluated),
                                                  reference.spacing)
             per_structure[name] = {
-                "status": "missing_evaluated" if missing_eval else "compared",
-                "reference_name": in_ref[name], "evaluated_name": in_eval.get(name),
+                "status": "missing_evaluated" if missing_eval else "compared", **names,
                 "result": result.to_dict(),
             }
         rows.append(Measurement("n_extra_evaluated", float(len(extra)), "structures"))
@@ -227,15 +256,38 @@ class SegmentationCheck(Check):
             "extra_evaluated": extra,
             "missing_evaluated": [n for n in requested if n not in in_eval],
             "missing_reference": [n for n in requested if n not in in_ref],
-            # in neither set (a prostate for a female patient; an empty evaluated mask counts
-            # as absent, as a label map holds every label): no verdict for this case
-            "not_applicable": [n for n in requested if n not in in_ref and (
-                n not in in_eval or not np.any(_bool(eval_set[in_eval[n]])))],
+            "not_applicable": not_applicable,
+            "not_compared": [n for n, d in per_structure.items() if d["status"] == "error"],
             **({"overlays": overlays} if overlays else {}),
         })
         if any(not math.isfinite(r.value) for r in rows):
             logger.debug("segmentation: some metrics are undefined (NaN) for this case")
-        return CheckOutput(measurements=tuple(rows), details=details)
+        return CheckOutput(measurements=tuple(rows), details=details,
+                           problems=tuple(problems))
+
+
+def _structure_problem(name: str, exc: Exception,
+                       set_names: dict[str, str | None]) -> QAInputError:
+    """The problem of one structure, naming it and the input it comes from.
+
+    A mask that could not be read keeps its role and file (it is a
+    :class:`qa.io.ReaderError` from the lazy structure set); a grid mismatch is the evaluated
+    input's (the reference grid is the one compared on); a non-binary mask names its input.
+    ``field`` is the structure's name in that input's set (``set_names``: slot -> name), so
+    that the engine can name a grouped mask role's own file.
+    """
+    if isinstance(exc, QAInputError):
+        message = exc.message if exc.message.startswith("structure ") else \
+            f"structure {name!r}: {exc.message}"
+        cls: type[QAInputError] = type(exc)
+        where = {"path": exc.path, "field": exc.field, "role": exc.role}
+    else:
+        text = str(exc)
+        slot = ("reference" if text.startswith("reference mask") else "evaluated")
+        message = f"input {slot!r}: structure {name!r}: {text}"
+        cls, where = QAInputError, {"field": set_names.get(slot)}
+    return cls(f"{message} (not compared on this case; the other structures are)",
+               check=SegmentationCheck.name, **where)
 
 
 def _bool(volume: Volume) -> np.ndarray:

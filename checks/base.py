@@ -67,10 +67,18 @@ class Slot:
 
 @dataclass(frozen=True)
 class CheckOutput:
-    """What a check returns for one case."""
+    """What a check returns for one case.
+
+    ``problems``: input problems the check met on part of the case and went on past (one
+    structure of twenty that cannot be read, is not binary or lies on another grid). Each is a
+    :class:`qa.errors.QAInputError` naming what to fix; the engine records it as an error of
+    the case (so the case's status is ``error`` and the decision stays blocked) and stores the
+    measurements of the rest. The part it concerns is reported as NaN rows, never left out.
+    """
 
     measurements: tuple[Measurement, ...]
     details: dict[str, Any] = field(default_factory=dict)
+    problems: tuple[Exception, ...] = ()
 
 
 class Check(ABC):

@@ -116,6 +116,9 @@ def process_case(context: CaseContext, case: Case) -> CaseResult:
                                   "check_id": spec.id, "role": None, "path": None,
                                   "field": None})
             continue
+        for problem in output.problems:  # part of the case failed, the rest was measured
+            result.errors.append(_problem_record(problem, spec, case,
+                                                 context.protocol.grouped_roles()))
         result.records.append(CheckRecord(spec.id, spec.check, list(output.measurements),
                                           dict(output.details)))
     result.image_metadata = loader.metadata_rows()
@@ -353,11 +356,29 @@ def _error_record(exc: QAInputError) -> dict[str, Any]:
             "path": exc.path, "field": exc.field}
 
 
+def _problem_record(problem: Exception, spec: CheckSpec, case: Case,
+                    groups: dict[str, list[str]]) -> dict[str, Any]:
+    """Error record of a problem a check reported while measuring the rest of the case: its
+    role is the one it names, or the role of the slot its message quotes (for mask roles
+    grouped in the protocol, the member whose structure its ``field`` names), and its file
+    that role's file unless it names its own (a structure's mask file)."""
+    if not isinstance(problem, QAInputError):
+        problem = QAInputError(f"{type(problem).__name__}: {problem}")
+    role = problem.role or _role_named_in(problem.message, spec)
+    if role in groups and problem.field in groups[role]:
+        role = problem.field
+    return _error_record(problem.located(
+        case_id=case.case_id, check=spec.id, role=role,
+        path=_path_str(case.paths.get(role)) if role else None))
+
+
 def _role_named_in(message: str, spec: CheckSpec) -> str | None:
-    """The role of the first slot whose name appears quoted in a check's error message."""
-    for slot_name, role in spec.bindings.items():
-        if f"'{slot_name}'" in message or f"{slot_name} " in message:
-            return role
+    """The role of the first slot whose name appears quoted in a check's error message, or
+    else of the first whose name is followed by a space (``evaluated dose ...``)."""
+    for pattern in ("'{}'", "{} "):
+        for slot_name, role in spec.bindings.items():
+            if pattern.format(slot_name) in message:
+                return role
     return None
 
 

@@ -4,8 +4,11 @@ Each set is an RTSTRUCT (``.dcm``, rasterised on ``--image``), a folder of mask 
 label map with its JSON label table (see :func:`qa.io.read_structures`). Structures are
 matched after name normalisation and ``--alias``; the metrics are those of the
 ``segmentation`` check (:func:`checks.segmentation.compare_masks`). Prints one row per
-structure (or JSON with ``--json``); stores nothing. Exit 0 when every requested structure
-was compared, 30 when some were missing from either set, 40 for unreadable input.
+structure (or JSON with ``--json``); stores nothing. A structure that cannot be compared (its
+mask does not read, is not binary, or lies on another grid) prints ``n/a`` and its problem on
+standard error, and the others are compared. Exit 0 when every requested structure was
+compared, 30 when some were missing from either set, 40 for unreadable input (a whole set, or
+one structure).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 from qa.errors import QAInputError
@@ -60,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         output = SegmentationCheck(options).run({"reference": reference,
                                                  "evaluated": evaluated})
-    except ValueError as exc:  # grids, non-binary masks: say which file
+    except ValueError as exc:  # e.g. two structures of one set matching one name
         raise QAInputError(str(exc), path=str(args.evaluated)) from None
+    for problem in output.problems:  # one structure each; the others were compared
+        print(f"error: {problem}", file=sys.stderr)
     values: dict[str, dict[str, float]] = {}
     for m in output.measurements:
         if m.label:
@@ -70,10 +76,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         summary = {"structures": values, **{key: details[key] for key in (
             "extra_evaluated", "missing_evaluated", "missing_reference", "method",
-            "tolerance_mm")}}
+            "tolerance_mm")}, "not_compared": {
+                name: details["structures"][name]["error"] for name in details["not_compared"]}}
         print(json.dumps(_json_ready(summary), indent=2, allow_nan=False))
     else:
         _print_table(values, details)
+    if output.problems:
+        return int(ExitCode.NOT_STARTED)  # 40: unreadable input, as for a whole set
     incomplete = details["missing_evaluated"] or details["missing_reference"]
     return int(ExitCode.ERRORS if incomplete else ExitCode.OK)
 
@@ -109,7 +118,9 @@ def _print_table(values: dict[str, dict[str, float]], details: dict) -> None:
             value = row.get(key, math.nan)
             cells.append(f"{value:10.{decimals}f}" if math.isfinite(value) else f"{'n/a':>10s}")
         note = ""
-        if row.get("missing_reference") == 1.0:
+        if name in details["not_compared"]:
+            note = "  (not compared: see the error above)"
+        elif row.get("missing_reference") == 1.0:
             note = "  (absent from the reference set)"
         elif row.get("missing_evaluated") == 1.0:
             note = "  (absent from the evaluated set: scored as empty)"

@@ -50,8 +50,10 @@ def section_data(mine: pd.DataFrame, curves: dict[str, dict[str, Any]],
                                      f"{key}_diff_percent_rx", "%"),
                           fmt.number(worst, f"{key}_diff_percent_rx", "%")))
         rows.append({"name": name, "cells": cells})
-    scores = [(max((abs(table.get((c, "dmean_diff_percent_rx", s), 0.0)) for s in structures),
-                   default=0.0), c) for c in cases]
+    # worst case: largest finite |Dmean difference| (a structure not evaluated, NaN, has none)
+    dmean = {c: [abs(table.get((c, "dmean_diff_percent_rx", s), math.nan)) for s in structures]
+             for c in cases}
+    scores = [(max((v for v in dmean[c] if math.isfinite(v)), default=0.0), c) for c in cases]
     worst_case = max(scores)[1]
     mae = [(c, fmt.number(table.get((c, "dose_mae_percent_rx", "")), "dose_mae_percent_rx",
                           "%")) for c in cases]

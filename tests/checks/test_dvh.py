@@ -102,32 +102,33 @@ def test_the_check_gives_rows_per_structure_and_curves():
         cls.Options()
 
 
-def test_a_protocol_run_with_grouped_mask_roles_stores_rows_and_renders_both_languages(
-        tmp_path):
-    from pathlib import Path
+def test_a_structure_that_cannot_be_evaluated_gets_nan_rows_and_a_problem_the_others_values():
+    cls = get_check("dvh")
+    dose = _ramp_dose()
+    empty = dose.with_array(np.zeros(dose.shape, bool))
+    labels = dose.with_array(np.full(dose.shape, 2, np.uint8))
+    out = cls(cls.Options(prescription_gy=50.0, v_levels_gy=(20.0,))).run(
+        {"reference": dose, "evaluated": dose, "structures": {
+            "ptv": _all(dose), "rectum": empty, "body": labels}})
+    rows = {(m.metric, m.label): m.value for m in out.measurements}
+    assert rows["dmean_diff_gy", "ptv"] == 0.0
+    for name in ("rectum", "body"):
+        assert np.isnan(rows["dmean_diff_gy", name])
+        assert np.isnan(rows["d0_03cc_diff_percent_rx", name])
+        assert np.isnan(rows["v_diff_percent", f"{name}@20gy"])
+    assert {label for (_m, label) in rows} == {"", "ptv", "rectum", "body", "ptv@20gy",
+                                               "rectum@20gy", "body@20gy"}
+    assert out.details["not_evaluated"] == ["rectum", "body"]
+    assert set(out.details["dvh_curves"]) == {"ptv"}
+    assert [(p.check, p.field) for p in out.problems] == [("dvh", "rectum"), ("dvh", "body")]
+    assert out.problems[0].message == (
+        "input 'structures': structure 'rectum' is empty on the dose grid (no voxel inside); "
+        "check the contour and that the dose grid covers it. (not evaluated on this case; the "
+        "other structures are)")
+    assert "structure 'body' is not a boolean mask" in out.problems[1].message
 
-    from qa.io import write_nifti
-    from qa.runner import run_protocol
-    from qa.store import Store
-    from reports.html import render_run_report
 
-    dose = Volume(np.broadcast_to(np.arange(1.0, 11.0)[:, None, None] * 6, (10, 6, 6)).copy(),
-                  SPACING)
-    ptv = np.zeros(dose.shape, bool)
-    ptv[4:9, 1:5, 1:5] = True
-    rectum = np.zeros(dose.shape, bool)
-    rectum[0:3, 2:4, 2:4] = True
-    lines = ["case_id,dose_ct,dose_sct,ptv,rectum"]
-    for case_id, k in (("A", 1.0), ("B", 1.03)):
-        (tmp_path / case_id).mkdir()
-        write_nifti(dose, tmp_path / case_id / "dose_ct.nii.gz")
-        write_nifti(dose.with_array(dose.array * k), tmp_path / case_id / "dose_sct.nii.gz")
-        write_nifti(dose.with_array(ptv), tmp_path / case_id / "ptv.nii.gz")
-        write_nifti(dose.with_array(rectum), tmp_path / case_id / "rectum.nii.gz")
-        lines.append(f"{case_id},{case_id}/dose_ct.nii.gz,{case_id}/dose_sct.nii.gz,"
-                     f"{case_id}/ptv.nii.gz,{case_id}/rectum.nii.gz")
-    (tmp_path / "cases.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (tmp_path / "protocol.yaml").write_text("""\
+_GROUPED_PROTOCOL = """\
 name: sCT dose DVH — test
 kind: commissioning
 model: {name: vendor-sct, version: "1.0", adapter: precomputed, output: dose_sct}
@@ -142,9 +143,46 @@ checks:
     options: {prescription_gy: 60}
     tolerances:
       "dmean_diff_percent_rx[ptv]": {tolerance: {min: -2, max: 2}, action: {min: -3, max: 3}}
-""", encoding="utf-8")
+"""
+
+
+def _grouped_cohort(folder, cases):
+    """Dose ramp 6..60 Gy along z, PTV and rectum masks as separate files (grouped in the
+    protocol); ``cases``: case id -> (evaluated dose factor, rectum mask or None)."""
+    from qa.io import write_nifti
+
+    dose = Volume(np.broadcast_to(np.arange(1.0, 11.0)[:, None, None] * 6, (10, 6, 6)).copy(),
+                  SPACING)
+    ptv = np.zeros(dose.shape, bool)
+    ptv[4:9, 1:5, 1:5] = True
+    lines = ["case_id,dose_ct,dose_sct,ptv,rectum"]
+    for case_id, (k, rectum) in cases.items():
+        if rectum is None:
+            rectum = np.zeros(dose.shape, bool)
+            rectum[0:3, 2:4, 2:4] = True
+        (folder / case_id).mkdir()
+        write_nifti(dose, folder / case_id / "dose_ct.nii.gz")
+        write_nifti(dose.with_array(dose.array * k), folder / case_id / "dose_sct.nii.gz")
+        write_nifti(dose.with_array(ptv), folder / case_id / "ptv.nii.gz")
+        write_nifti(dose.with_array(rectum), folder / case_id / "rectum.nii.gz")
+        lines.append(f"{case_id},{case_id}/dose_ct.nii.gz,{case_id}/dose_sct.nii.gz,"
+                     f"{case_id}/ptv.nii.gz,{case_id}/rectum.nii.gz")
+    (folder / "cases.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "protocol.yaml").write_text(_GROUPED_PROTOCOL, encoding="utf-8")
+    return folder / "protocol.yaml"
+
+
+def test_a_protocol_run_with_grouped_mask_roles_stores_rows_and_renders_both_languages(
+        tmp_path):
+    from pathlib import Path
+
+    from qa.runner import run_protocol
+    from qa.store import Store
+    from reports.html import render_run_report
+
+    protocol = _grouped_cohort(tmp_path, {"A": (1.0, None), "B": (1.03, None)})
     with Store(f"sqlite:///{tmp_path / 'qa.db'}") as store:
-        outcome = run_protocol(tmp_path / "protocol.yaml", store)
+        outcome = run_protocol(protocol, store)
         assert store.errors(outcome.run_id).empty
         m = store.measurements(outcome.run_id)
         dmean = m[(m.metric == "dmean_diff_percent_rx") & (m.label == "ptv")]
@@ -159,3 +197,29 @@ checks:
                                      language=language)
             page = Path(html).read_text(encoding="utf-8")
             assert title in page and "data:image/png" in page
+
+
+def test_an_empty_member_mask_is_an_error_of_its_file_and_the_ptv_is_still_graded(tmp_path):
+    from qa.runner import run_protocol
+    from qa.store import Store
+    from reports.html import render_run_report
+
+    empty = np.zeros((10, 6, 6), bool)
+    protocol = _grouped_cohort(tmp_path, {"A": (1.0, None), "B": (1.03, empty)})
+    with Store(f"sqlite:///{tmp_path / 'qa.db'}") as store:
+        outcome = run_protocol(protocol, store)
+        m = store.measurements(outcome.run_id)
+        [error] = store.errors(outcome.run_id).itertuples()
+        cases = store.cases(outcome.run_id).set_index("case_id").status.to_dict()
+        levels = store.verdicts(outcome.run_id).set_index("case_id")["level"].to_dict()
+        page = render_run_report(store, outcome.run_id, tmp_path / "r.html").read_text(
+            encoding="utf-8")
+    dmean = m[m.metric == "dmean_diff_percent_rx"].set_index(["case_id", "label"]).value
+    assert dmean[("B", "ptv")] == pytest.approx(2.1) and np.isnan(dmean[("B", "rectum")])
+    assert levels == {"A": "OK", "B": "TOLERANCE"}
+    assert cases == {"A": "ok", "B": "error"}
+    assert (error.case_id, error.check_id, error.role, error.field) == ("B", "dvh", "rectum",
+                                                                       "rectum")
+    assert str(error.path).endswith("B/rectum.nii.gz")
+    assert "structure 'rectum' is empty on the dose grid" in error.message
+    assert "structure &#39;rectum&#39; is empty on the dose grid" in page  # in the error table

@@ -76,3 +76,22 @@ def test_bad_alias_is_a_usage_error_naming_the_option(tmp_path, capsys):
     ref = _folder(tmp_path / "ref", bladder=bladder())
     assert main(["compare", "seg", str(ref), str(ref), "--alias", "bladder"]) == 40
     assert "--alias 'bladder' is not NAME=ALT[,ALT...]" in capsys.readouterr().err
+
+
+def test_a_structure_on_another_grid_prints_its_error_and_the_others_are_compared(tmp_path,
+                                                                                   capsys):
+    ref = _folder(tmp_path / "ref", bladder=bladder(), rectum=RECTUM.mask(SHAPE, SPACING))
+    auto = _folder(tmp_path / "auto", bladder=bladder())
+    write_nifti(Volume(RECTUM.mask(SHAPE, SPACING), SPACING, origin=(0.0, 0.0, 2.0)),
+                auto / "rectum.nii.gz")
+    assert main(["compare", "seg", str(ref), str(auto)]) == 40
+    captured = capsys.readouterr()
+    rows = {line.split()[0]: line for line in captured.out.splitlines()[1:3]}
+    assert rows["bladder"].split()[1] == "1.000"
+    assert rows["rectum"].split()[1] == "n/a" and "not compared" in rows["rectum"]
+    assert "input 'evaluated': structure 'rectum': reference and predicted are on " \
+           "different grids" in captured.err
+    assert main(["compare", "seg", str(ref), str(auto), "--json"]) == 40
+    out = json.loads(capsys.readouterr().out)
+    assert out["structures"]["rectum"]["dice"] is None
+    assert "different grids" in out["not_compared"]["rectum"]
