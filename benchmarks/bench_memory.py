@@ -6,6 +6,7 @@ Usage::
     .venv/bin/python benchmarks/bench_memory.py --no-per-check # only all checks together
     .venv/bin/python benchmarks/bench_memory.py --runs dvh all --keep /tmp/bench-mem
     .venv/bin/python benchmarks/bench_memory.py --shape 60 256 256   # a quick small case
+    .venv/bin/python benchmarks/bench_memory.py --grouped --runs dvh segmentation
 
 The case (deterministic, written into a temporary folder, nothing downloaded):
 
@@ -19,7 +20,9 @@ The case (deterministic, written into a temporary folder, nothing downloaded):
   dose shifted 0.8 mm and scaled by 1.01;
 * ten structures on the CT grid, one ``.nii.gz`` mask each (body, bladder, rectum,
   prostate, seminal vesicles, femoral heads L/R, CTV, PTV, bowel bag), and an "auto-contoured"
-  set with every shape 1.5 mm larger and moved 1 mm.
+  set with every shape 1.5 mm larger and moved 1 mm. Each set is a folder of masks, or with
+  ``--grouped`` one case-table column per mask grouped in the protocol (``members:``), the
+  layout of a department that exports each OAR as its own file.
 
 The protocol runs every per-case check that applies to such a case through the real engine
 (:func:`qa.runner.run_protocol`, SQLite store in the temporary folder, one worker):
@@ -180,15 +183,19 @@ def make_case(folder: Path, shape: tuple[int, int, int], seed: int) -> None:
         dose = scale * _dose_gy(dose_axes, shift_mm)
         write_nifti(Volume(dose.astype(np.float32), dose_spacing, dose_origin),
                     folder / f"{name}.nii")
+    members = [f"{prefix}_{name}" for prefix in ("ref", "eval") for name in STRUCTURES]
     with open(folder / "cases.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["case_id", "ct", "sct", "body", "dose_ref", "dose_eval",
-                         "structures_ref", "structures_eval"])
+                         "structures_ref", "structures_eval", *members])
         writer.writerow(["BENCH01", "ct.nii", "sct.nii", "structures_ref/body.nii.gz",
-                         "dose_ref.nii", "dose_eval.nii", "structures_ref", "structures_eval"])
+                         "dose_ref.nii", "dose_eval.nii", "structures_ref", "structures_eval",
+                         *(f"structures_{m.replace('_', '/', 1)}.nii.gz" for m in members)])
     for name in ("all", *CHECKS):
-        (folder / f"protocol_{name}.yaml").write_text(
-            protocol_text(CHECKS if name == "all" else (name,)), encoding="utf-8")
+        checks = CHECKS if name == "all" else (name,)
+        for suffix, grouped in (("", False), ("_grouped", True)):
+            (folder / f"protocol_{name}{suffix}.yaml").write_text(
+                protocol_text(checks, grouped=grouped), encoding="utf-8")
 
 
 def _dose_gy(axes: list[np.ndarray], shift_y_mm: float) -> np.ndarray:
@@ -230,17 +237,28 @@ _CHECK_YAML = {
     image: ct
     reference: structures_ref
     evaluated: structures_eval
-    options: {tolerance_mm: 2.0}
+    options: {tolerance_mm: 2.0%s}
 """,
 }
 
 
-def protocol_text(checks: tuple[str, ...]) -> str:
-    """Protocol YAML running ``checks`` on the benchmark case."""
+def protocol_text(checks: tuple[str, ...], *, grouped: bool = False) -> str:
+    """Protocol YAML running ``checks`` on the benchmark case; ``grouped``: each structure
+    set is the group of its mask columns (``ref_bladder`` ...), the names matched by aliases
+    (``bladder: [ref_bladder, eval_bladder]``), instead of a folder."""
+    roles = "roles:\n  body: {kind: mask}\n"
+    aliases = ""
+    if grouped:
+        for prefix in ("ref", "eval"):
+            names = ", ".join(f"{prefix}_{name}" for name in STRUCTURES)
+            roles += f"  structures_{prefix}: {{kind: structures, members: [{names}]}}\n"
+        aliases = (f", structures: [{', '.join(STRUCTURES)}], aliases: {{"
+                   + ", ".join(f"{n}: [ref_{n}, eval_{n}]" for n in STRUCTURES) + "}")
     head = ("name: memory benchmark\nkind: commissioning\ncases: cases.csv\n"
             'model: {name: bench, version: "1", adapter: precomputed, output: sct}\n'
-            "roles:\n  body: {kind: mask}\nchecks:\n")
-    return head + "".join(_CHECK_YAML[c] for c in checks)
+            + roles + "checks:\n")
+    return head + "".join(_CHECK_YAML[c] % aliases if c == "segmentation" else _CHECK_YAML[c]
+                          for c in checks)
 
 
 # ---------------------------------------------------------------------------------------
@@ -276,8 +294,10 @@ class Measured:
     report: dict
 
 
-def run_child(name: str, folder: Path, trace: bool) -> Measured:
-    """Run ``protocol_<name>.yaml`` in a child process; its peak RSS from ``wait4``."""
+def run_child(name: str, folder: Path, trace: bool, grouped: bool = False) -> Measured:
+    """Run ``protocol_<name>[_grouped].yaml`` in a child process; its peak RSS from
+    ``wait4``."""
+    name += "_grouped" if grouped else ""
     store = f"sqlite:///{folder / f'store_{name}.db'}"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child",
            str(folder / f"protocol_{name}.yaml"), store] + (["--trace"] if trace else [])
@@ -315,6 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trace", action="store_true",
                         help="also report the tracemalloc peak (slower)")
     parser.add_argument("--keep", type=Path, help="write the case here and keep it")
+    parser.add_argument("--grouped", action="store_true",
+                        help="structure sets as grouped mask columns (members:), not folders")
     parser.add_argument("--child", nargs=2, metavar=("PROTOCOL", "STORE"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--make", type=Path, help=argparse.SUPPRESS)
@@ -331,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         t0 = time.perf_counter()
-        if not (folder / "protocol_all.yaml").exists():
+        if not (folder / "protocol_all_grouped.yaml").exists():
             # in a child too: Linux carries a process's peak RSS across fork + exec, so this
             # process must stay small for the children's ru_maxrss to be their own
             subprocess.run([sys.executable, str(Path(__file__).resolve()), "--make",
@@ -348,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{'tracemalloc':>13s}{'wall [s]':>10s}  exit  errors")
         results = []
         for name in names:
-            m = run_child(name, folder, args.trace)
+            m = run_child(name, folder, args.trace, args.grouped)
             results.append(m)
             r = m.report
             traced = ("" if r["tracemalloc_peak_mib"] is None

@@ -208,10 +208,10 @@ class _CaseLoader:
     def _load_structures(self, role: str,
                          grid: Volume | None) -> Mapping[str, Volume] | None:
         """The role's structure set: a :class:`qa.io.structures.StructureSet` reading each
-        mask on access (a file, a label map, an RTSTRUCT, the model's label map), or, for
-        mask roles grouped in the protocol, a dict of those roles' masks."""
+        mask on access (a file, a label map, an RTSTRUCT, the model's label map, or the
+        member roles of a group declared in the protocol)."""
         from qa.io import read_structures
-        from qa.io.structures import read_label_map, split_label_map, structure_metadata
+        from qa.io.structures import read_label_map, split_label_map
 
         protocol, adapter = self.context.protocol, self.context.adapter
         declared = protocol.roles.get(role)
@@ -236,12 +236,51 @@ class _CaseLoader:
             if labels is not None:
                 return read_label_map(Path(path), labels)
             return read_structures(Path(path), reference=grid)
-        structures = {}
+        return self._group(role, members)
+
+    def _group(self, role: str, members: list[str]) -> Mapping[str, Volume]:
+        """Mask roles grouped in the protocol, as a structure set that reads each member's
+        file when a check asks for it and keeps no mask (a case with twenty OARs given as
+        whole-grid files never holds them all). A member with a blank cell is absent (not an
+        error); one already loaded for another slot, or predicted by the model, is read once
+        and shared. A member that fails to read raises on access, naming its role and file,
+        and the check records that structure's problem and measures the others."""
+        from qa.io.structures import StructureSet
+
+        protocol, adapter = self.context.protocol, self.context.adapter
+        names: list[str] = []
+        sources: dict[str, str] = {}
         for member in members:
-            mask = self.get(member, "mask", check_id=role)
-            if mask is not None:
-                structures[member] = structure_metadata(mask, member)
-        return structures
+            shared = member in self.volumes or (member == protocol.model.output
+                                                and adapter.needs_input)
+            if shared or self.errors.get(member):  # a failure is already recorded
+                if self.get(member, "mask", check_id=role) is not None:
+                    names.append(member)
+                continue
+            path = self.case.paths.get(member)
+            if path is not None:
+                names.append(member)
+                sources[member] = str(path)
+        return StructureSet(names, self._read_member, sources=sources, role=role)
+
+    def _read_member(self, member: str) -> Volume:
+        """A grouped member's mask, read now (its image-metadata row is noted on its first
+        read) or shared with the slot that loaded it."""
+        from qa.io.structures import structure_metadata
+
+        mask = self.volumes.get(member)
+        if mask is None:
+            try:
+                mask = self._load(member, "mask", None)
+            except QAInputError as exc:
+                exc.located(role=member, path=_path_str(self.case.paths.get(member)))
+                raise
+            if mask is None:  # listed members have a file; guard against a silent None
+                raise QAInputError("no file is named for this member", role=member)
+            if member not in self.kinds:  # first read: its row, as for any loaded mask
+                self.kinds[member] = "mask"
+                self.released_rows[member] = self._metadata_row(member, mask)
+        return structure_metadata(mask, member)
 
     def note_grids(self, spec: CheckSpec, inputs: dict[str, Any]) -> None:
         reference = inputs.get("reference")

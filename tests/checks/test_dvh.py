@@ -199,27 +199,34 @@ def test_a_protocol_run_with_grouped_mask_roles_stores_rows_and_renders_both_lan
             assert title in page and "data:image/png" in page
 
 
-def test_an_empty_member_mask_is_an_error_of_its_file_and_the_ptv_is_still_graded(tmp_path):
+def test_an_empty_or_unreadable_member_mask_is_an_error_of_its_file_and_the_ptv_is_graded(
+        tmp_path):
     from qa.runner import run_protocol
     from qa.store import Store
     from reports.html import render_run_report
 
     empty = np.zeros((10, 6, 6), bool)
-    protocol = _grouped_cohort(tmp_path, {"A": (1.0, None), "B": (1.03, empty)})
+    protocol = _grouped_cohort(tmp_path, {"A": (1.0, None), "B": (1.03, empty),
+                                          "C": (1.0, None)})
+    (tmp_path / "C" / "rectum.nii.gz").write_bytes(b"not a NIfTI file")
     with Store(f"sqlite:///{tmp_path / 'qa.db'}") as store:
         outcome = run_protocol(protocol, store)
         m = store.measurements(outcome.run_id)
-        [error] = store.errors(outcome.run_id).itertuples()
+        errors = store.errors(outcome.run_id).set_index("case_id")
         cases = store.cases(outcome.run_id).set_index("case_id").status.to_dict()
         levels = store.verdicts(outcome.run_id).set_index("case_id")["level"].to_dict()
         page = render_run_report(store, outcome.run_id, tmp_path / "r.html").read_text(
             encoding="utf-8")
     dmean = m[m.metric == "dmean_diff_percent_rx"].set_index(["case_id", "label"]).value
     assert dmean[("B", "ptv")] == pytest.approx(2.1) and np.isnan(dmean[("B", "rectum")])
-    assert levels == {"A": "OK", "B": "TOLERANCE"}
-    assert cases == {"A": "ok", "B": "error"}
-    assert (error.case_id, error.check_id, error.role, error.field) == ("B", "dvh", "rectum",
-                                                                       "rectum")
-    assert str(error.path).endswith("B/rectum.nii.gz")
-    assert "structure 'rectum' is empty on the dose grid" in error.message
+    assert dmean[("C", "ptv")] == 0.0 and np.isnan(dmean[("C", "rectum")])
+    assert levels == {"A": "OK", "B": "TOLERANCE", "C": "OK"}
+    assert cases == {"A": "ok", "B": "error", "C": "error"}
+    for case_id in ("B", "C"):
+        error = errors.loc[case_id]
+        assert (error.check_id, error.role) == ("dvh", "rectum")
+        assert str(error.path).endswith(f"{case_id}/rectum.nii.gz")
+    assert errors.loc["B"].field == "rectum"
+    assert "structure 'rectum' is empty on the dose grid" in errors.loc["B"].message
+    assert errors.loc["C"].message.startswith("structure 'rectum': ")
     assert "structure &#39;rectum&#39; is empty on the dose grid" in page  # in the error table

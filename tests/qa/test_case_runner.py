@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any, ClassVar
 
 import numpy as np
@@ -10,7 +12,11 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from checks import registry
 from checks.base import Check, CheckOutput, Measurement, MetricInfo, Slot
+from qa.case_runner import CaseContext, process_case
+from qa.dataset import load_cases
 from qa.io import write_nifti
+from qa.models import load_adapter
+from qa.protocol import load_protocol
 from qa.runner import run_protocol
 from qa.store import Store
 from tests.cohort_builders import make_ct
@@ -74,3 +80,78 @@ checks:
     counts = {(r.case_id, r.label): r.value for r in measured.itertuples()}
     # B has no rectum (blank cell): the structure is absent, not an error
     assert counts == {("A", "bladder"): 18, ("A", "rectum"): 8, ("B", "bladder"): 18}
+
+
+class HoldNothingCheck(Check):
+    """Reads each structure of a group in turn, noting which earlier masks are still alive
+    and how many member files were read so far."""
+
+    name: ClassVar[str] = "hold_nothing"
+    title: ClassVar[str] = "Hold nothing"
+    slots: ClassVar[dict[str, Slot]] = {"structures": Slot("structures")}
+    metrics: ClassVar[dict[str, MetricInfo]] = {"alive_before": MetricInfo("masks", "count")}
+    Options = NoOptions
+
+    def run(self, inputs: dict[str, Any]) -> CheckOutput:
+        alive: list[weakref.ref] = []
+        rows = []
+        for name in inputs["structures"]:
+            gc.collect()
+            rows.append(Measurement("alive_before", sum(r() is not None for r in alive),
+                                    "masks", name))
+            alive.append(weakref.ref(inputs["structures"][name].array))
+        return CheckOutput(tuple(rows))
+
+
+def _grouped_case(tmp_path, *, truncated: str | None = None):
+    """Case A: CT, bladder and rectum masks grouped as ``oars`` and read by hold_nothing;
+    ``truncated``: a member whose file is replaced by garbage."""
+    ct = make_ct(0)
+    (tmp_path / "A").mkdir()
+    write_nifti(ct, tmp_path / "A" / "ct.nii.gz")
+    for name, box in (("bladder", np.s_[2:4, 3:6, 3:6]), ("rectum", np.s_[5:6, 8:10, 8:12])):
+        mask = np.zeros(ct.shape, dtype=bool)
+        mask[box] = True
+        write_nifti(ct.with_array(mask), tmp_path / "A" / f"{name}.nii.gz")
+    if truncated:
+        (tmp_path / "A" / f"{truncated}.nii.gz").write_bytes(b"truncated")
+    (tmp_path / "cases.csv").write_text(
+        "case_id,ct,bladder,rectum\nA,A/ct.nii.gz,A/bladder.nii.gz,A/rectum.nii.gz\n",
+        encoding="utf-8")
+    (tmp_path / "protocol.yaml").write_text("""\
+name: structures
+kind: commissioning
+model: {name: none, version: "0", adapter: precomputed, output: unused}
+cases: cases.csv
+roles:
+  oars: {kind: structures, members: [bladder, rectum]}
+checks:
+  - check: hold_nothing
+    structures: oars
+""", encoding="utf-8")
+    protocol = load_protocol(tmp_path / "protocol.yaml")
+    context = CaseContext(protocol, list(protocol.check_instances()),
+                          load_adapter(protocol.model, protocol.base_dir))
+    return process_case(context, load_cases(protocol).cases[0])
+
+
+def test_grouped_members_are_read_when_asked_for_and_not_held(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry._REGISTRY, "hold_nothing", f"{__name__}:HoldNothingCheck")
+    result = _grouped_case(tmp_path)
+    assert not result.errors
+    [record] = result.records
+    # when the rectum is read, the bladder's mask is already gone
+    assert {m.label: m.value for m in record.measurements} == {"bladder": 0, "rectum": 0}
+    rows = {row["role"]: row for row in result.image_metadata}
+    assert list(rows) == ["bladder", "rectum"]  # one row per member, in reading order
+    assert rows["rectum"]["kind"] == "mask" and rows["rectum"]["max_value"] == 1.0
+
+
+def test_a_grouped_member_that_does_not_read_names_its_own_role_and_file(tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setitem(registry._REGISTRY, "hold_nothing", f"{__name__}:HoldNothingCheck")
+    result = _grouped_case(tmp_path, truncated="rectum")
+    [error] = result.errors  # this check does not go on past it: the case's check fails
+    assert (error["role"], error["check_id"]) == ("rectum", "hold_nothing")
+    assert error["path"].endswith("A/rectum.nii.gz")
+    assert error["message"].startswith("structure 'rectum': ")
