@@ -43,6 +43,17 @@ class VoxelCountCheck(Check):
                                  for name, m in inputs["structures"].items()))
 
 
+_GROUPED_PROTOCOL = """\
+name: structures
+kind: commissioning
+model: {name: none, version: "0", adapter: precomputed, output: unused}
+cases: cases.csv
+roles:
+  oars: {kind: structures, members: [bladder, rectum]}
+checks:
+"""
+
+
 def test_mask_roles_grouped_into_a_structure_set(tmp_path, monkeypatch):
     monkeypatch.setitem(registry._REGISTRY, "voxel_count", f"{__name__}:VoxelCountCheck")
     ct = make_ct(0)
@@ -58,18 +69,9 @@ def test_mask_roles_grouped_into_a_structure_set(tmp_path, monkeypatch):
     (tmp_path / "cases.csv").write_text(
         "case_id,ct,bladder,rectum\nA,A/ct.nii.gz,A/bladder.nii.gz,A/rectum.nii.gz\n"
         "B,B/ct.nii.gz,B/bladder.nii.gz,\n", encoding="utf-8")
-    (tmp_path / "protocol.yaml").write_text("""\
-name: structures
-kind: commissioning
-model: {name: none, version: "0", adapter: precomputed, output: unused}
-cases: cases.csv
-roles:
-  oars: {kind: structures, members: [bladder, rectum]}
-checks:
-  - check: voxel_count
-    image: ct
-    structures: oars
-""", encoding="utf-8")
+    (tmp_path / "protocol.yaml").write_text(
+        _GROUPED_PROTOCOL + "  - {check: voxel_count, image: ct, structures: oars}\n",
+        encoding="utf-8")
     with Store(f"sqlite:///{tmp_path / 'qa.db'}") as store:
         run_id = run_protocol(tmp_path / "protocol.yaml", store).run_id
         measured = store.measurements(run_id)
@@ -118,17 +120,8 @@ def _grouped_case(tmp_path, *, truncated: str | None = None):
     (tmp_path / "cases.csv").write_text(
         "case_id,ct,bladder,rectum\nA,A/ct.nii.gz,A/bladder.nii.gz,A/rectum.nii.gz\n",
         encoding="utf-8")
-    (tmp_path / "protocol.yaml").write_text("""\
-name: structures
-kind: commissioning
-model: {name: none, version: "0", adapter: precomputed, output: unused}
-cases: cases.csv
-roles:
-  oars: {kind: structures, members: [bladder, rectum]}
-checks:
-  - check: hold_nothing
-    structures: oars
-""", encoding="utf-8")
+    (tmp_path / "protocol.yaml").write_text(
+        _GROUPED_PROTOCOL + "  - {check: hold_nothing, structures: oars}\n", encoding="utf-8")
     protocol = load_protocol(tmp_path / "protocol.yaml")
     context = CaseContext(protocol, list(protocol.check_instances()),
                           load_adapter(protocol.model, protocol.base_dir))
