@@ -173,7 +173,7 @@ def test_the_tangent_lower_bound_never_exceeds_the_minimum_over_a_box():
     # the true minimum would drop the minimiser. Random trilinear boxes (flat ones too),
     # points inside, on corners and outside, random weights: the bound must stay below
     # a sampled minimum (itself above the exact one).
-    from checks._gamma_cells import _box_tangent_bound
+    from checks._gamma_bounds import _box_tangent_bound
 
     rng = np.random.default_rng(3)
     for trial in range(600):
@@ -206,7 +206,7 @@ def _linear_dose_box():
 def test_the_tangent_lower_bound_is_exact_for_a_linear_dose_with_its_minimiser_inside():
     # T linear (no cross terms): the bound is the linear gamma^2 at p,
     # lam r^2 / (1 + lam sum g_k^2 / w_k), attained inside a large box around p.
-    from checks._gamma_cells import _box_tangent_bound
+    from checks._gamma_bounds import _box_tangent_bound
 
     g, w, lam, dr, lo, hi, p, v = _linear_dose_box()
     expected = lam * dr**2 / (1 + lam * (g**2 / w).sum())
@@ -217,7 +217,7 @@ def test_the_second_order_lower_bound_never_exceeds_the_minimum_over_a_box():
     # Expansion at a point o of the box with a lower bound of the Hessian: it must stay below
     # the sampled minimum (itself above the exact one) wherever o is, for curved trilinear
     # boxes (noise-like corner doses) where the Hessian bound is barely positive too.
-    from checks._gamma_cells import _second_order_bound
+    from checks._gamma_bounds import _second_order_bound
 
     rng = np.random.default_rng(11)
     informative = 0
@@ -245,7 +245,7 @@ def test_the_second_order_lower_bound_holds_for_equal_cross_terms():
     # eigenvalue 2a (the Gershgorin row sum), twice its largest entry; where T < Dr that
     # direction curves f down, and a Hessian bound from the largest entry alone would put
     # the bound above the minimum (by ~1 at a = 0.2, M = 2, lam = 2).
-    from checks._gamma_cells import _second_order_bound
+    from checks._gamma_bounds import _second_order_bound
 
     lo, hi, p, w = -np.ones(3), np.ones(3), np.zeros(3), np.ones(3)
     corners = np.array([[z, y, x] for z in (-1, 1) for y in (-1, 1) for x in (-1, 1)], float)
@@ -263,7 +263,7 @@ def test_the_second_order_lower_bound_holds_for_equal_cross_terms():
 def test_the_second_order_lower_bound_certifies_a_minimiser_inside_the_box():
     # T linear: f is a convex quadratic; expanded at its minimiser inside the box, the bound
     # is f there, the exact minimum (the kernel then drops the box without splitting it).
-    from checks._gamma_cells import _second_order_bound
+    from checks._gamma_bounds import _second_order_bound
 
     g, w, lam, dr, lo, hi, p, v = _linear_dose_box()
     # minimiser of w|q|^2 + lam (g.q - dr)^2: q = lam dr W^-1 g / (1 + lam g W^-1 g)
