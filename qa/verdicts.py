@@ -97,6 +97,16 @@ def nesting_problem(tolerance: Bound, action: Bound) -> str | None:
     return None
 
 
+def checked_action(action: Bound, info: ValidationInfo) -> Bound:
+    """Body of an ``action`` field validator: ``action`` when the ``tolerance`` already
+    validated lies inside it, else ValueError with :func:`nesting_problem`'s reason."""
+    tolerance = info.data.get("tolerance")
+    problem = nesting_problem(tolerance, action) if tolerance is not None else None
+    if problem:
+        raise ValueError(problem)
+    return action
+
+
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class Levels:
     """The two levels of one graded metric: ``tolerance`` inside ``action``."""
@@ -107,12 +117,7 @@ class Levels:
     @field_validator("action")
     @classmethod
     def _nested(cls, action: Bound, info: ValidationInfo) -> Bound:
-        tolerance = info.data.get("tolerance")
-        if tolerance is not None:
-            problem = nesting_problem(tolerance, action)
-            if problem:
-                raise ValueError(problem)
-        return action
+        return checked_action(action, info)
 
 
 class Level(str, Enum):
