@@ -48,10 +48,16 @@ def section_data(mine: pd.DataFrame, overlays: dict[str, dict[str, Any]],
         order = sorted(range(len(cases)), key=lambda i: _badness(values["dice"][i]))
         worst_case = cases[order[0]]
         missing = sum(table.get((c, "missing_evaluated", name), 0.0) == 1.0 for c in cases)
+        # a structure the check could not compare (input error) has NaN rows, flags included;
+        # a compared one has its empty_reference flag 0 or 1
+        not_compared = sum((c, "dice", name) in table
+                           and math.isnan(table.get((c, "empty_reference", name), math.nan))
+                           for c in cases)
         rows.append({
             "name": name,
             "n": int(np.isfinite(values["dice"]).sum()),
             "missing": int(missing),
+            "not_compared": int(not_compared),
             "medians": [fmt.number(_median(values[m]), m, u) for m, u, _h in SHOWN],
             "worst": [{"case_id": cases[i],
                        "values": [fmt.number(values[m][i], m, u) for m, u, _h in SHOWN]}

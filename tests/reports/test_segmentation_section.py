@@ -87,3 +87,24 @@ def test_engine_stores_overlays_when_the_image_slot_is_bound(tmp_path):
     assert set(overlays.payload.iloc[0]) == {"bladder", "rectum"}
     section = html[html.index('class="segmentation"'):]
     assert section.count("data:image/png;base64,") == 3  # distributions + 2 overlays
+
+
+def test_a_structure_not_compared_is_counted_and_listed_first_never_scored(tmp_path):
+    protocol = write_segmentation_cohort(tmp_path, SHIFTS)
+    (tmp_path / "A01" / "auto" / "Bladder.nii.gz").write_bytes(b"truncated")
+    with Store(f"sqlite:///{tmp_path / 'qa.db'}") as store:
+        run_id = run_protocol(protocol, store).run_id
+        measurements = store.measurements(run_id)
+        html = render_run_report(store, run_id, tmp_path / "r.html").read_text("utf-8")
+    section = section_data(measurements, {}, Formatter("en"))
+    bladder = next(row for row in section["structures"] if row["name"] == "bladder")
+    rectum = next(row for row in section["structures"] if row["name"] == "rectum")
+    assert (bladder["n"], bladder["missing"], bladder["not_compared"]) == (2, 0, 1)
+    assert (rectum["n"], rectum["not_compared"]) == (3, 0)
+    assert bladder["worst"][0]["case_id"] == "A01"  # undefined, shown first
+    assert bladder["worst"][0]["values"][0] == Formatter("en").number(float("nan"), "dice", "1")
+    summary = html[html.index('class="segmentation-summary"'):]
+    assert "Not compared (input error)" in summary
+    assert "<td>bladder</td><td class=\"num\">2</td><td class=\"num\">0</td>" \
+           "<td class=\"num\">1</td>" in summary
+    assert "structure &#39;Bladder&#39;: SimpleITK cannot read" in html  # the Errors section
