@@ -49,7 +49,11 @@ def section_data(mine: pd.DataFrame, curves: dict[str, dict[str, Any]],
             cells.append((fmt.number(float(np.median(finite)) if finite else None,
                                      f"{key}_diff_percent_rx", "%"),
                           fmt.number(worst, f"{key}_diff_percent_rx", "%")))
-        rows.append({"name": name, "cells": cells})
+        dmean = [table.get((c, "dmean_diff_percent_rx", name)) for c in cases]
+        rows.append({"name": name, "cells": cells,
+                     "n": sum(v is not None and math.isfinite(v) for v in dmean),
+                     # stored as NaN: the check could not evaluate it (input error)
+                     "not_evaluated": sum(v is not None and math.isnan(v) for v in dmean)})
     # worst case: largest finite |Dmean difference| (a structure not evaluated, NaN, has none)
     dmean = {c: [abs(table.get((c, "dmean_diff_percent_rx", s), math.nan)) for s in structures]
              for c in cases}

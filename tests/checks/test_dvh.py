@@ -230,3 +230,6 @@ def test_an_empty_or_unreadable_member_mask_is_an_error_of_its_file_and_the_ptv_
     assert "structure 'rectum' is empty on the dose grid" in errors.loc["B"].message
     assert errors.loc["C"].message.startswith("structure 'rectum': ")
     assert "structure &#39;rectum&#39; is empty on the dose grid" in page  # in the error table
+    table = page[page.index('class="dvh-diff"'):]
+    assert "Not evaluated (input error)" in table
+    assert '<td>rectum</td><td class="num">1</td><td class="num">2</td>' in table

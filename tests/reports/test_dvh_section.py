@@ -28,3 +28,6 @@ def test_the_worst_case_is_the_largest_finite_dmean_difference_never_a_structure
         assert section["worst_case"] == "C"
     rectum = next(r for r in section["rows"] if r["name"] == "rectum")
     assert rectum["cells"][4] == ("-0.2", "-0.5")  # Dmean: median and worst of the finite
+    assert (rectum["n"], rectum["not_evaluated"]) == (2, 1)
+    ptv = next(r for r in section["rows"] if r["name"] == "ptv")
+    assert (ptv["n"], ptv["not_evaluated"]) == (3, 0)
