@@ -44,22 +44,26 @@ def section_data(mine: pd.DataFrame, overlays: dict[str, dict[str, Any]],
     cases = list(dict.fromkeys(c for (c, _m, _l) in table))
     rows = []
     for name in structures:
-        values = {m: [table.get((c, m, name), math.nan) for c in cases] for m, _u, _h in SHOWN}
-        order = sorted(range(len(cases)), key=lambda i: _badness(values["dice"][i]))
-        worst_case = cases[order[0]]
-        missing = sum(table.get((c, "missing_evaluated", name), 0.0) == 1.0 for c in cases)
+        # cases with a Dice row: scored, or not compared (NaN); a case without one has no
+        # reference structure (not applicable: a prostate for a female patient)
+        mine = [c for c in cases if (c, "dice", name) in table]
+        values = {m: [table.get((c, m, name), math.nan) for c in mine] for m, _u, _h in SHOWN}
+        order = sorted(range(len(mine)), key=lambda i: _badness(values["dice"][i]))
+        # the slice shown: the worst case that has one (a case not compared has none)
+        with_overlay = [mine[i] for i in order if (overlays.get(mine[i]) or {}).get(name)]
+        worst_case = with_overlay[0] if with_overlay else mine[order[0]]
+        missing = sum(table.get((c, "missing_evaluated", name), 0.0) == 1.0 for c in mine)
         # a structure the check could not compare (input error) has NaN rows, flags included;
         # a compared one has its empty_reference flag 0 or 1
-        not_compared = sum((c, "dice", name) in table
-                           and math.isnan(table.get((c, "empty_reference", name), math.nan))
-                           for c in cases)
+        not_compared = sum(math.isnan(table.get((c, "empty_reference", name), math.nan))
+                           for c in mine)
         rows.append({
             "name": name,
             "n": int(np.isfinite(values["dice"]).sum()),
             "missing": int(missing),
             "not_compared": int(not_compared),
             "medians": [fmt.number(_median(values[m]), m, u) for m, u, _h in SHOWN],
-            "worst": [{"case_id": cases[i],
+            "worst": [{"case_id": mine[i],
                        "values": [fmt.number(values[m][i], m, u) for m, u, _h in SHOWN]}
                       for i in order[:WORST_ROWS]],
             "worst_case": worst_case,

@@ -108,3 +108,20 @@ def test_a_structure_not_compared_is_counted_and_listed_first_never_scored(tmp_p
     assert "<td>bladder</td><td class=\"num\">2</td><td class=\"num\">0</td>" \
            "<td class=\"num\">1</td>" in summary
     assert "structure &#39;Bladder&#39;: SimpleITK cannot read" in html  # the Errors section
+
+
+def test_cases_without_the_reference_structure_are_not_listed_as_its_worst():
+    def rows(case_id, name, dice, **flags):
+        values = {**({} if dice is None else {"dice": dice}), **flags}
+        return [{"case_id": case_id, "check_id": "segmentation", "metric": metric,
+                 "label": name, "value": value, "unit": "1"}
+                for metric, value in values.items()]
+    frame = pd.DataFrame(
+        rows("A", "bladder", 0.9, empty_reference=0.0)
+        + rows("A", "prostate", 0.8, empty_reference=0.0)
+        + rows("B", "bladder", 0.95, empty_reference=0.0)
+        + rows("B", "prostate", None, missing_reference=1.0))  # a female patient
+    section = section_data(frame, {}, Formatter("en"))
+    prostate = next(row for row in section["structures"] if row["name"] == "prostate")
+    assert [case["case_id"] for case in prostate["worst"]] == ["A"]
+    assert (prostate["n"], prostate["not_compared"], prostate["worst_case"]) == (1, 0, "A")
