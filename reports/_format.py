@@ -75,6 +75,8 @@ class Formatter:
             return "n/a"
         decimals = _decimals(metric, unit)
         body = f"{number:,.{decimals}f}" if decimals is not None else f"{number:,.4g}"
+        if body.startswith("-") and not any(digit in body for digit in "123456789"):
+            body = body[1:]  # rounds to zero: "0.0", not "-0.0" (a sign without a digit)
         return self._localise(body)
 
     def quantity(self, value: Any, metric: str, unit: str) -> str:
