@@ -11,7 +11,7 @@ pixels (windowed to grey levels) for the report's overlay.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import ConfigDict, Field, field_validator
@@ -44,6 +44,10 @@ class GammaOptions:
     normalization_gy: float | None = Field(default=None, gt=0.0)
     max_gamma: float = Field(default=2.0, gt=1.0)
     cutoff_on_union: bool = False
+    #: ``auto``: the certified CPU kernel (numba) on a machine without CUDA, the torch
+    #: lattice search on a GPU; ``numba`` pins the certified kernel on every machine (the
+    #: same numbers whether or not a worker has a GPU); ``torch``: the lattice search.
+    backend: Literal["auto", "numba", "torch"] = "auto"
 
     @field_validator("criteria")
     @classmethod
@@ -88,7 +92,8 @@ class GammaCheck(Check):
                 inputs["reference"], inputs["evaluated"], list(opts.criteria),
                 lower_cutoff_percent=opts.lower_cutoff_percent, local=opts.local,
                 normalization_gy=opts.normalization_gy, max_gamma=opts.max_gamma,
-                roi=inputs.get("mask"), cutoff_on_union=opts.cutoff_on_union)
+                roi=inputs.get("mask"), cutoff_on_union=opts.cutoff_on_union,
+                backend=opts.backend)
         except GammaInputError as exc:
             slot = _SLOT_OF_INPUT.get(exc.input_name)
             if slot is None:
@@ -110,7 +115,7 @@ class GammaCheck(Check):
                 "lower_cutoff_percent": opts.lower_cutoff_percent,
                 "normalization_gy": first.normalization_gy, "cutoff_gy": first.cutoff_gy,
                 "cutoff_on_union": first.cutoff_on_union, "max_gamma": first.max_gamma,
-                "pass": "gamma <= 1",
+                "pass": "gamma <= 1", "backend": first.backend, "device": first.device,
             },
             "gamma_histograms": {r.criterion: {"edges": list(r.histogram_edges),
                                                "counts": list(r.histogram_counts)}

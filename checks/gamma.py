@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -52,7 +52,9 @@ class GammaResult:
     disjoint and counted in this order: ``n_outside_roi`` (ROI given), ``n_below_cutoff``
     (dose below ``cutoff_gy``), ``n_outside_grid`` (above the cutoff but outside the
     evaluated dose grid: reported, never silently dropped). ``n_evaluated`` plus the three
-    equals the number of reference voxels.
+    equals the number of reference voxels. ``backend`` and ``device`` say which search
+    produced the values: ``"numba"`` (the certified CPU kernel) or ``"torch"`` (the lattice
+    search), and the torch device name (``"cpu"``, ``"cuda:0"``).
     """
 
     criterion: str
@@ -75,6 +77,8 @@ class GammaResult:
     gamma_p95: float
     histogram_edges: tuple[float, ...]
     histogram_counts: tuple[int, ...]
+    backend: str = ""
+    device: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the map, JSON-serialisable (non-finite floats -> None)."""
@@ -301,9 +305,17 @@ def gamma_indices(
                              max_gamma, float(step), evaluated.spacing, shared)
         gamma_map = np.full(ref.shape, np.nan)
         gamma_map[where] = values
-        results.append(_summarise(crit, local, norm, cutoff_gy, cutoff_on_union, max_gamma,
-                                  gamma_map, values, n_below, n_outside_grid, n_outside_roi))
+        summary = _summarise(crit, local, norm, cutoff_gy, cutoff_on_union, max_gamma,
+                             gamma_map, values, n_below, n_outside_grid, n_outside_roi)
+        results.append(replace(summary, backend=backend, device=_device_name(dev)))
     return tuple(results)
+
+
+def _device_name(device: torch.device) -> str:
+    """``cpu``, or ``cuda:<index>`` (the device the torch tensors lived on)."""
+    if device.type == "cuda":
+        return f"cuda:{device.index if device.index is not None else torch.cuda.current_device()}"
+    return device.type
 
 
 def _summarise(crit: Criterion, local: bool, norm: float, cutoff_gy: float, union: bool,

@@ -40,6 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="pass-rate tolerance for the exit code (default 95)")
     parser.add_argument("--gamma-map", type=Path, default=None, metavar="PATH",
                         help="write the first criterion's gamma map (NIfTI)")
+    parser.add_argument("--backend", choices=("auto", "numba", "torch"), default="auto",
+                        help="search: numba (certified CPU kernel), torch (lattice search, "
+                             "CUDA when present); auto: numba on a CPU, torch on a GPU")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
                                 lower_cutoff_percent=args.cutoff, local=args.local,
                                 normalization_gy=args.normalization_gy,
                                 max_gamma=args.max_gamma, roi=roi,
-                                cutoff_on_union=args.cutoff_on_union)
+                                cutoff_on_union=args.cutoff_on_union,
+                                backend=args.backend)
     except GammaInputError as exc:
         where = {"reference": args.reference, "evaluated": args.evaluated, "roi": args.roi}
         path = where.get(exc.input_name)
@@ -78,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         mode = "local" if results[0].local else "global"
         print(f"{mode}, normalisation {results[0].normalization_gy:.4g} Gy, cutoff "
               f"{results[0].cutoff_gy:.4g} Gy, max gamma {results[0].max_gamma:g}, "
-              "pass: gamma <= 1")
+              f"pass: gamma <= 1; search: {results[0].backend} on {results[0].device}")
     below = any(not r.pass_rate_percent >= args.tolerance for r in results)
     return int(ExitCode.TOLERANCE if below else ExitCode.OK)
 

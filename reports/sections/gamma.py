@@ -51,7 +51,7 @@ def section_data(mine: pd.DataFrame, payloads: dict[str, dict[str, Any]],
         "empty": False, "criteria": criteria, "rows": rows,
         "settings": [(key, text(settings.get(key))) for key in
                      ("local", "lower_cutoff_percent", "cutoff_on_union", "max_gamma", "pass")
-                     if key in settings],
+                     if key in settings] + _search_setting(payloads.get("settings", {}), fmt),
         "histogram": _histogram_plot(payloads.get("gamma_histograms", {}), criteria, fmt),
         "map": None,
     }
@@ -141,3 +141,12 @@ def _map_plot(stored: dict[str, Any], fmt: Any) -> str:
     bar = fig.colorbar(image, ax=ax, label=fmt.t("gamma.map_colorbar"))
     bar.ax.axhline(1.0, color="black", linewidth=2.0)
     return figure_data_uri(fig)
+
+
+def _search_setting(settings: dict[str, Any], fmt: Any) -> list[tuple[str, str]]:
+    """The search that produced the values, over every case of the run (a run whose workers
+    differ, some with a GPU, lists each); none for runs stored before it was recorded."""
+    used = dict.fromkeys((text(s.get("backend")), text(s.get("device")))
+                         for s in settings.values() if s and s.get("backend"))
+    return [("search", "; ".join(fmt.t(f"gamma.search.{backend}", device=device)
+                                 for backend, device in used))] if used else []

@@ -110,6 +110,9 @@ def test_numba_and_torch_backends_agree():
     a = gamma_index(ref, ev, 2.0, 2.0, backend="numba")
     b = gamma_index(ref, ev, 2.0, 2.0, backend="torch")
     np.testing.assert_allclose(a.gamma, b.gamma, atol=2e-3, equal_nan=True)
+    # each result says which search produced it (the report prints it)
+    assert (a.backend, a.device, b.backend, b.device) == ("numba", "cpu", "torch", "cpu")
+    assert a.to_dict()["backend"] == "numba"
 
 
 

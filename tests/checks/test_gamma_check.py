@@ -50,6 +50,8 @@ def test_run_gives_pass_rates_labelled_by_criterion_and_json_details():
     hist = out.details["gamma_histograms"]["3%/2mm"]
     assert sum(hist["counts"]) == ref.array.size
     assert out.details["settings"]["pass"] == "gamma <= 1"
+    assert (out.details["settings"]["backend"], out.details["settings"]["device"]) == (
+        "numba", "cpu")  # auto on a machine without CUDA: the certified kernel
     assert len(out.details["gamma_map_slice"]["gamma"]) == ref.shape[1]
     assert "ct_grey" not in out.details["gamma_map_slice"]  # no CT bound
 
@@ -78,6 +80,18 @@ def test_the_map_slice_holds_the_most_failing_slice_and_the_ct_sampled_in_physic
     expected = np.clip((10.0 * y_mm + 400.0) / 1000.0 * 255.0, 0, 255).round()
     np.testing.assert_array_equal(grey[:, 7], expected)
     json.dumps(out.details)
+
+
+def test_the_protocol_may_pin_the_search_backend():
+    cls = get_check("gamma")
+    ref = _dose()
+    ev = ref.with_array(ref.array * 1.015)
+    pinned = cls(cls.Options(backend="torch")).run({"reference": ref, "evaluated": ev})
+    assert pinned.details["settings"]["backend"] == "torch"
+    rows = {(m.metric, m.label): m.value for m in pinned.measurements}
+    assert rows["mean_gamma", "3%/2mm"] == pytest.approx(0.5, abs=1e-6)
+    with pytest.raises(ValueError, match="backend"):
+        cls.Options(backend="gpu")
 
 
 def test_bad_options_and_inputs_name_the_field():

@@ -26,13 +26,17 @@ def test_prints_each_criterion_and_writes_the_gamma_map(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert [r["criterion"] for r in out] == ["3%/2mm", "2%/2mm"]
     assert [round(r["mean_gamma"], 6) for r in out] == [0.5, 0.75]
+    assert {(r["backend"], r["device"]) for r in out} == {("numba", "cpu")}
     assert np.allclose(read_image(tmp_path / "g.nii.gz").array, 0.5, atol=1e-6)
 
 
 def test_a_failing_pass_rate_exits_10_and_a_bad_criterion_exits_40(tmp_path, capsys):
     ref, ev = _doses(tmp_path, 1.05)
     assert main(["compare", "gamma", str(ref), str(ev)]) == 10
-    assert "3%/2mm" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3%/2mm" in out and out.rstrip().endswith("search: numba on cpu")
+    assert main(["compare", "gamma", str(ref), str(ev), "--backend", "torch"]) == 10
+    assert capsys.readouterr().out.rstrip().endswith("search: torch on cpu")
     assert main(["compare", "gamma", str(ref), str(ev), "--criteria", "3/2"]) == 40
     assert "criterion '3/2' does not parse" in capsys.readouterr().err
 

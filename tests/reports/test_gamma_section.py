@@ -63,6 +63,21 @@ def test_the_worst_cases_maps_come_first_and_say_how_the_slice_was_chosen():
     assert first["z_index"] == 2 and first["z_mm"] == "6.00"
 
 
+def test_the_search_that_produced_the_values_is_stated_for_every_backend_used():
+    settings = {"A": {"backend": "numba", "device": "cpu"},
+                "B": {"backend": "torch", "device": "cuda:0"},
+                "C": {"backend": "numba", "device": "cpu"}, "D": {}}  # D: stored before
+    rows = pd.DataFrame([{"case_id": c, "check_id": "gamma", "metric": "pass_rate_percent",
+                          "label": "3%/2mm", "value": 99.0, "unit": "%"} for c in settings])
+    section = section_data(rows, {"settings": settings}, Formatter("en"))
+    search = dict(section["settings"])["search"]
+    assert search.startswith("certified cell-wise branch and bound on the CPU (numba)")
+    assert search.endswith("; lattice search and refinement (torch, cuda:0): within 0.002 of "
+                           "the certified search in the test at 2 %/2 mm")
+    old = section_data(rows, {"settings": {"A": {"pass": "gamma <= 1"}}}, Formatter("fr"))
+    assert "search" not in dict(old["settings"])  # runs stored before say nothing
+
+
 def test_without_a_ct_the_map_is_drawn_alone_and_the_caption_says_so():
     section = _section("fr", with_ct=False)
     assert section["maps"] and not section["maps"][0]["with_ct"]
@@ -103,19 +118,22 @@ checks:
         yield store, run_protocol(protocol, store).run_id, folder
 
 
-@pytest.mark.parametrize(("language", "title", "ct_caption"), [
-    ("en", "Gamma map of the worst cases", "Under it: the planning CT"),
-    ("fr", "Carte gamma des cas les plus défavorables", "En dessous : le scanner"),
+@pytest.mark.parametrize(("language", "title", "ct_caption", "search"), [
+    ("en", "Gamma map of the worst cases", "Under it: the planning CT",
+     "certified cell-wise branch and bound on the CPU (numba)"),
+    ("fr", "Carte gamma des cas les plus défavorables", "En dessous : le scanner",
+     "séparation et évaluation certifiée par cellule sur le CPU (numba)"),
 ])
 def test_the_run_report_draws_the_worst_maps_over_the_ct_from_the_store(stored_run, language,
-                                                                        title, ct_caption):
+                                                                        title, ct_caption,
+                                                                        search):
     store, run_id, folder = stored_run
     stored = store.details(run_id, check_id="gamma", name="gamma_map_slice")
     assert all(payload.get("ct_grey") for payload in stored["payload"])
     html = render_run_report(store, run_id, folder / f"r-{language}.html",
                              language=language).read_text("utf-8")
     section = html[html.index('class="gamma"'):]
-    assert title in section and ct_caption in section
+    assert title in section and ct_caption in section and search in section
     # histogram + one map per worst case
     assert section.count("data:image/png;base64,") == 1 + WORST_MAPS
     assert "C&lt;b&gt;2" in section and "C<b>2" not in section
