@@ -182,6 +182,11 @@ class CaseLoader:
             except QAInputError as exc:
                 exc.located(role=member, path=path_str(self.case.paths.get(member)))
                 raise
+            except (OSError, ValueError, RuntimeError) as exc:  # SimpleITK: RuntimeError
+                detail = " ".join(str(exc).split())  # one line in the error table
+                raise QAInputError(f"could not be read ({type(exc).__name__}: {detail}); check "
+                                   "or re-export this file", role=member,
+                                   path=path_str(self.case.paths.get(member))) from exc
             if mask is None:  # listed members have a file; guard against a silent None
                 raise QAInputError("no file is named for this member", role=member)
             if member not in self.kinds:  # first read: its row, as for any loaded mask

@@ -148,3 +148,22 @@ def test_a_grouped_member_that_does_not_read_names_its_own_role_and_file(tmp_pat
     assert (error["role"], error["check_id"]) == ("rectum", "hold_nothing")
     assert error["path"].endswith("A/rectum.nii.gz")
     assert error["message"].startswith("structure 'rectum': ")
+
+
+def test_a_grouped_member_whose_reader_fails_unexpectedly_still_names_its_own_role(
+        tmp_path, monkeypatch):
+    import qa._case_loader as loader
+
+    def broken(path, kind, *, case_id=None):
+        if str(path).endswith("rectum.nii.gz"):
+            raise OSError("disk read error")
+        return original(path, kind, case_id=case_id)
+
+    original = loader.load_role
+    monkeypatch.setattr(loader, "load_role", broken)
+    monkeypatch.setitem(registry._REGISTRY, "hold_nothing", f"{__name__}:HoldNothingCheck")
+    [error] = _grouped_case(tmp_path).errors
+    assert (error["role"], error["check_id"]) == ("rectum", "hold_nothing")
+    assert error["path"].endswith("A/rectum.nii.gz")
+    assert error["message"] == ("structure 'rectum': could not be read (OSError: disk read "
+                                "error); check or re-export this file")
