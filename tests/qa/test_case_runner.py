@@ -85,8 +85,8 @@ def test_mask_roles_grouped_into_a_structure_set(tmp_path, monkeypatch):
 
 
 class HoldNothingCheck(Check):
-    """Reads each structure of a group in turn, noting which earlier masks are still alive
-    and how many member files were read so far."""
+    """Reads each structure of a group in turn, noting how many masks read before it are
+    still alive (0 when the set keeps none)."""
 
     name: ClassVar[str] = "hold_nothing"
     title: ClassVar[str] = "Hold nothing"
